@@ -1,0 +1,107 @@
+"""Loading a candidate file and calling it through the contract.
+
+Contract: the module defines ``build_model(config) -> nn.Module`` (or a ``PLASAModel`` class taking
+``vocab_size, hidden_size, n_layers, n_heads, max_seq_len`` keywords), optionally
+``configure_optimizer(model, config)`` and ``lr_lambda(step)``. ``model(input_ids)`` returns logits
+(B, T, V), ``(logits, aux_loss)`` or an object with ``.logits`` and optional ``.aux_loss``;
+a ``.loss`` is ignored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import traceback
+from types import ModuleType
+from typing import Any, Callable, Optional
+
+import torch
+
+from .result import EvalFailure
+from .spec import ModelConfig
+
+
+def tail_traceback(exc: BaseException, limit: int = 4000) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text[-limit:]
+
+
+def import_candidate(path: str, module_name: str = "candidate") -> ModuleType:
+    """Executes the candidate file as a module; any exception becomes an EvalFailure('load')."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise EvalFailure("load", "import_error", f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise EvalFailure("load", "syntax_error",
+                          f"syntax error at line {exc.lineno}: {exc.msg}") from exc
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+        raise EvalFailure("load", "import_error",
+                          f"importing the candidate raised {type(exc).__name__}: {exc}\n"
+                          + tail_traceback(exc)) from exc
+    return module
+
+
+def build(module: ModuleType, config: ModelConfig) -> torch.nn.Module:
+    """Calls build_model(config), or PLASAModel(**architecture) when there is no build_model."""
+    factory: Optional[Callable[[], Any]] = None
+    if callable(getattr(module, "build_model", None)):
+        factory = lambda: module.build_model(config)  # noqa: E731
+    elif isinstance(getattr(module, "PLASAModel", None), type):
+        factory = lambda: module.PLASAModel(  # noqa: E731
+            vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+            n_layers=config.n_layers, n_heads=config.n_heads, max_seq_len=config.max_seq_len)
+    if factory is None:
+        raise EvalFailure("build", "missing_entry_point",
+                          "the candidate defines neither build_model(config) nor a PLASAModel class")
+    try:
+        model = factory()
+    except BaseException as exc:
+        raise EvalFailure("build", "build_error",
+                          f"building the model raised {type(exc).__name__}: {exc}\n"
+                          + tail_traceback(exc)) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise EvalFailure("build", "build_error",
+                          f"build_model returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def split_output(output: Any) -> tuple:
+    """(logits, aux_loss or None) from any of the contract's output forms; `.loss` is ignored."""
+    if isinstance(output, torch.Tensor):
+        return output, None
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        aux = output[1] if len(output) > 1 else None
+        return output[0], aux
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits, getattr(output, "aux_loss", None)
+    raise EvalFailure("forward", "bad_output",
+                      f"model(input_ids) returned {type(output).__name__}; expected logits (B, T, V), "
+                      "(logits, aux_loss) or an object with .logits")
+
+
+def check_logits(logits: torch.Tensor, batch: int, seq: int, vocab: int, stage: str) -> None:
+    if tuple(logits.shape) != (batch, seq, vocab):
+        raise EvalFailure(stage, "bad_output_shape",
+                          f"logits have shape {tuple(logits.shape)}; expected ({batch}, {seq}, {vocab})")
+    if not logits.is_floating_point():
+        raise EvalFailure(stage, "bad_output", f"logits have dtype {logits.dtype}; expected a float")
+
+
+def check_aux(aux: Any, stage: str) -> Optional[torch.Tensor]:
+    if aux is None:
+        return None
+    if not isinstance(aux, torch.Tensor) or aux.numel() != 1:
+        raise EvalFailure(stage, "bad_aux_loss",
+                          f"aux_loss must be a scalar tensor, got {type(aux).__name__}"
+                          + (f" of shape {tuple(aux.shape)}" if isinstance(aux, torch.Tensor) else ""))
+    return aux.reshape(())
+
+
+def optional_hook(module: ModuleType, name: str) -> Optional[Callable]:
+    hook = getattr(module, name, None)
+    return hook if callable(hook) else None

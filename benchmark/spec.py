@@ -1,0 +1,176 @@
+"""The benchmark's single source of truth.
+
+Every constant that defines a PLASA-Bench score (architecture, budget, training recipe, data,
+limits, integrity tolerances) is a field of :class:`Spec`. Everything else reads :data:`SPEC` or an
+overridden copy of it; nothing else repeats these literals. Overriding a budget or data field makes
+a run unofficial (``Spec.official``); the result always carries ``spec.version``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# Fields whose value defines the official task: changing any of them makes a result unofficial.
+OFFICIAL_FIELDS = (
+    "vocab_size", "hidden_size", "n_layers", "n_heads", "seq_len", "tokenizer",
+    "steps", "batch_size", "seed", "dataset", "split", "val_tokens",
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    # Benchmark version, stamped into every result; bump it when anything below changes a score.
+    version: str = "plasa-bench-1.0"
+
+    # --- architecture (the candidate receives these through ModelConfig) ---
+    # Vocabulary size of the tokenizer; logits must be (B, T, vocab_size).
+    vocab_size: int = 49152
+    # Model width; the token embedding must have exactly this width.
+    hidden_size: int = 128
+    # Number of decoder layers (each with its own top-k in a PLASA model).
+    n_layers: int = 4
+    # Attention heads per layer (head dim = hidden_size / n_heads = 32).
+    n_heads: int = 4
+    # Sequence length T of every training and validation window.
+    seq_len: int = 128
+    # Tokenizer: a hub id, or loaded from --tokenizer-dir / PLASA_TOKENIZER_DIR.
+    tokenizer: str = "HuggingFaceTB/SmolLM-135M"
+
+    # --- budget ---
+    # Optimizer steps; one batch of `batch_size` windows per step, no gradient accumulation.
+    steps: int = 1000
+    # Windows per training batch.
+    batch_size: int = 2
+
+    # --- default recipe (a candidate may replace it via configure_optimizer / lr_lambda) ---
+    # AdamW learning rate, constant over the run.
+    lr: float = 3e-4
+    # AdamW betas.
+    betas: tuple = (0.9, 0.95)
+    # AdamW decoupled weight decay, applied to parameters with >= 2 dims (not norms or biases).
+    weight_decay: float = 0.1
+    # Gradient clipping by global L2 norm, applied by the evaluator every step.
+    grad_clip: float = 1.0
+    # Seed for python, numpy and torch before build_model, and for the evaluator's batch sampler.
+    seed: int = 42
+
+    # --- data ---
+    # Corpus name from benchmark.data.CORPORA.
+    dataset: str = "wikitext2"
+    # Split that is scored: "validation" during search, "test" only for final reports.
+    split: str = "validation"
+    # Validation target tokens scored; None = every target of the split.
+    val_tokens: Optional[int] = None
+    # Windows per validation batch (large batches are cheap under no_grad).
+    val_batch_size: int = 32
+    # Rows of logits converted to fp32 at a time in the validation cross-entropy.
+    ce_chunk: int = 256
+    # Documents of a streamed corpus (cosmopedia) taken from the hub.
+    stream_documents: int = 20000
+
+    # --- numerics ---
+    # "bf16" (autocast, fp32 master weights and fp32 cross-entropy) or "fp32".
+    precision: str = "bf16"
+
+    # --- limits (enforced by the parent process on the worker) ---
+    # Hard wall-clock limit of one evaluation, seconds; the worker's process group is killed.
+    time_limit_s: float = 1800.0
+    # Resident memory cap of the worker, MiB.
+    memory_limit_mb: int = 12288
+
+    # --- budget checks against the reference candidate (initial_program.py) ---
+    # Reference parameter count (tests assert this equals initial_program.py's).
+    reference_params: int = 14_307_968
+    # Reference forward FLOPs per token at seq_len (FlopCounterMode, batch 1).
+    reference_flops_per_token: int = 16_283_136
+    # A candidate may have at most this multiple of the reference's parameters ...
+    max_params_ratio: float = 1.10
+    # ... and of its forward FLOPs per token.
+    max_flops_ratio: float = 1.5
+
+    # --- behaviour probes ---
+    # Windows probed for causality (cut point and replacement drawn by the evaluator); also the
+    # number of windows in the untrained model's fp32 probes.
+    probe_windows: int = 8
+    # Windows re-evaluated in another batch composition and order (batch independence, state).
+    probe_reorder_windows: int = 16
+    # Vocabulary columns compared in the hidden validation probes (plus each row's max).
+    probe_vocab_columns: int = 1024
+    # Allowed |logit difference| / (logit std + 1), fp32 probes (honest models measure ~1e-6).
+    probe_tol_fp32: float = 1e-3
+    # The same tolerance for bf16 probes (honest models measure ~1e-2 across batch compositions).
+    probe_tol_bf16: float = 0.1
+
+    # --- integration ---
+    # Steps of the smoke training in the cascade's stage 1.
+    smoke_steps: int = 5
+    # combined_score of a passing stage 1 (OpenEvolve cascade threshold); far below any 1/ppl.
+    stage1_pass_score: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_heads
+
+    @property
+    def official(self) -> bool:
+        """True when every score-defining field has its official value."""
+        default = Spec()
+        return all(getattr(self, name) == getattr(default, name) for name in OFFICIAL_FIELDS)
+
+    def replace(self, **overrides: Any) -> "Spec":
+        """A copy with `overrides`; unknown fields and wrong types are errors, None is ignored."""
+        names = {f.name: f for f in dataclasses.fields(self)}
+        clean = {}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in names:
+                raise ValueError(f"unknown spec field {key!r}")
+            current = getattr(self, key)
+            if current is not None and not isinstance(value, type(current)):
+                if isinstance(current, float) and isinstance(value, int):
+                    value = float(value)
+                else:
+                    raise TypeError(f"spec field {key!r} expects {type(current).__name__}, "
+                                    f"got {type(value).__name__}")
+            clean[key] = value
+        return dataclasses.replace(self, **clean)
+
+    def model_config(self) -> "ModelConfig":
+        return ModelConfig(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                           n_layers=self.n_layers, n_heads=self.n_heads, seq_len=self.seq_len,
+                           max_seq_len=self.seq_len)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        d["official"] = self.official
+        return d
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The read-only view of the architecture handed to ``build_model(config)``."""
+
+    vocab_size: int
+    hidden_size: int
+    n_layers: int
+    n_heads: int
+    seq_len: int
+    max_seq_len: int
+    # Free-form extras for experiments (e.g. a layer pattern); empty for the benchmark.
+    extra: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, self.extra.get(key, default))
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+SPEC = Spec()
