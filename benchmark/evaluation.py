@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import guard, model_checks, probes
-from .candidate import build, import_candidate, split_output, tail_traceback
+from .candidate import build, check_logits, import_candidate, split_output, tail_traceback
 from .data import DataError, load_benchmark_data
 from .result import SCHEMA, EvalFailure, check, failure
 from .spec import Spec
@@ -57,6 +57,9 @@ def _forward_fn(model, rt: Runtime, vocab: int, grad: bool = False) -> Callable:
         x = x.to(rt.device)
         with torch.set_grad_enabled(grad), rt.autocast():
             logits, _ = split_output(model(x))
+        check_logits(logits, x.shape[0], x.shape[1], vocab, "probe")
+        if not bool(guard.isfinite(logits).all()):
+            raise EvalFailure("probe", "non_finite_logits", "the model produced NaN/Inf logits")
         return logits.detach().float()
     return forward
 

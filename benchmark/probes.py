@@ -31,7 +31,8 @@ def relative_diff(ref: torch.Tensor, alt: torch.Tensor, scale: float) -> torch.T
 def suffix_swap(x: torch.Tensor, rng: np.random.Generator) -> tuple:
     """Each row keeps tokens [0, p] and takes tokens (p, T) from the next row; returns (x', cuts)."""
     n, T = x.shape
-    cuts = rng.integers(0, T - 1, size=n)
+    # stratified over [0, T - 2], so early and late cut points are both probed
+    cuts = rng.permutation(((np.arange(n) + rng.random(n)) * (T - 1) / n).astype(int))
     donor = x.roll(1, dims=0) if n > 1 else (x + 1) % (int(x.max()) + 1)
     swapped = x.clone()
     for i, p in enumerate(cuts):

@@ -63,16 +63,21 @@ def session_rss_mb(sid: int) -> float:
 
 
 class _Reader(threading.Thread):
-    """Drains a pipe; keeps a bounded tail (logs) or parses JSON lines (the result channel)."""
+    """Drains a pipe: raw chunks echoed and kept as a bounded tail (logs, progress bars), or
+    JSON lines collected (the result channel)."""
 
-    def __init__(self, stream, echo=None, tail_chars: int = LOG_TAIL_CHARS) -> None:
+    def __init__(self, stream, echo=None, lines: bool = False) -> None:
         super().__init__(daemon=True)
-        self.stream, self.echo, self.tail_chars = stream, echo, tail_chars
+        self.stream, self.echo, self.want_lines = stream, echo, lines
         self.tail = ""
         self.lines: list = []
 
     def run(self) -> None:
-        for raw in iter(self.stream.readline, b""):
+        if self.want_lines:
+            for raw in iter(self.stream.readline, b""):
+                self.lines.append(raw.decode("utf-8", errors="replace"))
+            return
+        for raw in iter(lambda: self.stream.read1(65536), b""):
             text = raw.decode("utf-8", errors="replace")
             if self.echo is not None:
                 try:
@@ -80,10 +85,7 @@ class _Reader(threading.Thread):
                     self.echo.flush()
                 except (OSError, ValueError):
                     pass
-            self.lines.append(text)
-            self.tail = (self.tail + text)[-self.tail_chars:]
-            if len(self.lines) > 10000:
-                del self.lines[:5000]
+            self.tail = (self.tail + text)[-LOG_TAIL_CHARS:]
 
 
 def _base(spec: Spec, mode: str, sha: Optional[str], path: str, checks: list) -> dict:
@@ -141,7 +143,7 @@ def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir:
             pass_fds=(write_fd,), start_new_session=True, preexec_fn=_set_pdeathsig)
         os.close(write_fd)
         logs = _Reader(proc.stdout, echo=echo if progress else None)
-        channel = _Reader(os.fdopen(read_fd, "rb"), tail_chars=0)
+        channel = _Reader(os.fdopen(read_fd, "rb"), lines=True)
         logs.start()
         channel.start()
         try:

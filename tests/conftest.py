@@ -1,0 +1,69 @@
+"""Shared fixtures: the local data in ../shared/data (or $PLASA_DATA_DIR), a private token cache,
+and a helper that runs the evaluator CLI the way a user does."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+DATA_DIR = Path(os.environ.get("PLASA_DATA_DIR", SHARED_DATA))
+TOKENIZER_DIR = Path(os.environ.get("PLASA_TOKENIZER_DIR", SHARED_DATA))
+# The tiny budget of CLI tests: a few steps and one validation batch.
+TINY = ["--steps", "3", "--val-tokens", "4096", "--quiet"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_env(tmp_path_factory):
+    """Every test (and every evaluator subprocess) reads the local data and a session cache."""
+    if not (DATA_DIR / "wikitext-2-tokenized").is_dir() and not (DATA_DIR / "wiki.train.tokens").is_file():
+        pytest.exit(f"no WikiText-2 under {DATA_DIR}; set PLASA_DATA_DIR", returncode=2)
+    saved = {k: os.environ.get(k) for k in ("PLASA_DATA_DIR", "PLASA_TOKENIZER_DIR", "PLASA_CACHE_DIR")}
+    os.environ["PLASA_DATA_DIR"] = str(DATA_DIR)
+    os.environ["PLASA_TOKENIZER_DIR"] = str(TOKENIZER_DIR)
+    os.environ["PLASA_CACHE_DIR"] = os.environ.get("PLASA_TEST_CACHE_DIR") or str(
+        tmp_path_factory.mktemp("cache"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run_cli(*args: str, timeout: float = 300) -> tuple:
+    """Runs `python evaluator.py ARGS`; returns (exit code, parsed stdout JSON, stderr)."""
+    proc = subprocess.run([sys.executable, str(REPO / "evaluator.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"stdout is not one JSON object:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc.returncode, result, proc.stderr
+
+
+def load_reference():
+    spec = importlib.util.spec_from_file_location("reference_candidate", REPO / "initial_program.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return load_reference()
+
+
+@pytest.fixture(scope="session")
+def honest_tiny_result():
+    """The reference candidate under the tiny CLI budget (shared by several comparisons)."""
+    code, result, err = run_cli(str(REPO / "initial_program.py"), *TINY)
+    assert code == 0, err[-3000:]
+    return result
