@@ -2,7 +2,8 @@
 
     python evaluator.py CANDIDATE [--dataset NAME] [--data-dir DIR] [--tokenizer-dir DIR]
         [--seed N] [--steps N] [--device cpu|cuda] [--precision bf16|fp32] [--split validation|test]
-        [--val-tokens N] [--time-limit S] [--memory-limit MB] [--stage 1|2] [--output FILE] [--quiet]
+        [--val-tokens N] [--allow-uniform-top-k] [--time-limit S] [--memory-limit MB] [--stage 1|2]
+        [--output FILE] [--quiet]
     python evaluator.py --program_path P --results_dir D [--k v ...]     (ShinkaEvolve)
 
 Prints one JSON result on stdout (logs and progress on stderr). Exit code 0 when a score was
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS[1:], help="scored split (default validation; test is for "
                                                        "final reports only)")
     p.add_argument("--val-tokens", type=_positive_int, help="score only the first N target tokens (unofficial)")
+    p.add_argument("--allow-uniform-top-k", action="store_true",
+                   help="accept one k in every layer (dense or uniform baselines; unofficial)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--precision", choices=("bf16", "fp32"), help="default bf16 where supported")
     p.add_argument("--time-limit", type=float, help=f"hard wall-clock limit, s (default {SPEC.time_limit_s:g})")
@@ -66,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     return {k: v for k, v in {"dataset": args.dataset, "seed": args.seed, "steps": args.steps,
-                              "split": args.split, "val_tokens": args.val_tokens}.items()
+                              "split": args.split, "val_tokens": args.val_tokens,
+                              "require_progressive": False if args.allow_uniform_top_k else None}.items()
             if v is not None}
 
 

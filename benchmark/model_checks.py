@@ -59,7 +59,7 @@ def structure_checks(model: torch.nn.Module, spec) -> list:
                       for k in top_k))
         detail = (f"layer_top_k={list(top_k) if isinstance(top_k, (list, tuple)) else top_k!r}; "
                   f"required {spec.n_layers} ints in [1, {spec.seq_len}]")
-        if ok and len(set(top_k)) == 1:
+        if ok and len(set(top_k)) == 1 and spec.require_progressive:
             ok, detail = False, f"layer_top_k={list(top_k)} is uniform; the progressive principle " \
                                 "requires k to differ between layers"
         results.append(check("layer_top_k", ok, detail))

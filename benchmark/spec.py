@@ -15,7 +15,7 @@ from typing import Any, Optional
 # Fields whose value defines the official task: changing any of them makes a result unofficial.
 OFFICIAL_FIELDS = (
     "vocab_size", "hidden_size", "n_layers", "n_heads", "seq_len", "tokenizer",
-    "steps", "batch_size", "seed", "dataset", "split", "val_tokens",
+    "steps", "batch_size", "seed", "dataset", "split", "val_tokens", "require_progressive",
 )
 
 
@@ -89,6 +89,10 @@ class Spec:
     max_params_ratio: float = 1.10
     # ... and of its forward FLOPs per token.
     max_flops_ratio: float = 1.5
+
+    # Reject a declared layer_top_k with one k in every layer (the progressive principle). Off only
+    # for baselines and experiments (dense, uniform sparse), whose results are then unofficial.
+    require_progressive: bool = True
 
     # --- behaviour probes ---
     # Windows probed for causality (cut point and replacement drawn by the evaluator); also the

@@ -1,0 +1,32 @@
+# One command to set up and run the main job, one to set up and run the tests.
+#   make run    # venv + install, then: python evaluator.py initial_program.py
+#   make test   # venv + install, then: pytest
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build from the machine's disk here; elsewhere any torch >= 2.4 works (TORCH=torch).
+TORCH ?= torch==2.13.0
+DATA ?= $(abspath ../shared/data)
+export PLASA_DATA_DIR ?= $(DATA)
+export PLASA_TOKENIZER_DIR ?= $(DATA)
+
+.PHONY: setup run test speed clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test,plot]"
+	touch $@
+
+run: setup
+	$(PY) evaluator.py initial_program.py
+
+test: setup
+	$(PY) -m pytest -q
+
+speed: setup
+	$(PY) benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
