@@ -3,7 +3,7 @@
     python evaluator.py CANDIDATE [--dataset NAME] [--data-dir DIR] [--tokenizer-dir DIR]
         [--seed N] [--steps N] [--device cpu|cuda] [--precision bf16|fp32] [--split validation|test]
         [--val-tokens N] [--allow-uniform-top-k] [--time-limit S] [--memory-limit MB] [--stage 1|2]
-        [--output FILE] [--quiet]
+        [--seeds N] [--no-cache] [--output FILE] [--quiet]
     python evaluator.py --program_path P --results_dir D [--k v ...]     (ShinkaEvolve)
 
 Prints one JSON result on stdout (logs and progress on stderr). Exit code 0 when a score was
@@ -20,6 +20,7 @@ from typing import Optional
 
 from .data import CORPUS_NAMES, SPLITS
 from .result import failure, SCHEMA
+from .multiseed import evaluate_seeds
 from .runner import evaluate_file
 from .spec import SPEC
 from .worker import clean
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, help=f"hard wall-clock limit, s (default {SPEC.time_limit_s:g})")
     p.add_argument("--memory-limit", type=_positive_int, help=f"memory cap, MiB (default {SPEC.memory_limit_mb})")
     p.add_argument("--stage", choices=("1", "2"), help="1: checks and a smoke run only (cascade); 2: full")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help="train N seeds (seed, seed+1, ...): per-seed scores, mean, std, 95%% CI")
+    p.add_argument("--no-cache", action="store_true", help="ignore and do not write the results cache")
     p.add_argument("--output", help="also write the JSON result to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars or worker logs on stderr")
     return p
@@ -75,10 +79,13 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 
 def run_args(args: argparse.Namespace, candidate: str) -> dict:
-    return evaluate_file(candidate, overrides=overrides_from(args), data_dir=args.data_dir,
-                         tokenizer_dir=args.tokenizer_dir, device=args.device, precision=args.precision,
-                         mode="stage1" if args.stage == "1" else "full", time_limit_s=args.time_limit,
-                         memory_limit_mb=args.memory_limit, progress=not args.quiet)
+    kwargs = dict(overrides=overrides_from(args), data_dir=args.data_dir, tokenizer_dir=args.tokenizer_dir,
+                  device=args.device, precision=args.precision,
+                  mode="stage1" if args.stage == "1" else "full", time_limit_s=args.time_limit,
+                  memory_limit_mb=args.memory_limit, progress=not args.quiet, use_cache=not args.no_cache)
+    if args.seeds > 1:
+        return evaluate_seeds(candidate, args.seeds, **kwargs)
+    return evaluate_file(candidate, **kwargs)
 
 
 def write_shinka(result: dict, results_dir: str) -> None:

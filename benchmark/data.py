@@ -9,18 +9,17 @@ file lock; an entry whose manifest or checksum disagrees is rebuilt. No pickle i
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
+
+from .fsutil import atomic_write, cache_dir, locked
 
 log = logging.getLogger(__name__)
 
@@ -177,34 +176,6 @@ def load_tokenizer(name: str, tokenizer_dir: Optional[str] = None):
 
 # ----------------------------------------------------------------------------- cache
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("PLASA_CACHE_DIR", "~/.cache/plasa-bench")).expanduser()
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _npy_bytes(array: np.ndarray) -> bytes:
     import io
 
@@ -269,7 +240,7 @@ def load_tokens(dataset: str, split: str, tokenizer_name: str, *, data_dir: Opti
     cached = _read_cached(npy, manifest_path, expect)
     if cached is not None:
         return cached
-    with _locked(npy.with_suffix(".lock")):
+    with locked(npy.with_suffix(".lock")):
         cached = _read_cached(npy, manifest_path, expect)  # another process may have built it
         if cached is not None:
             return cached
@@ -283,10 +254,10 @@ def load_tokens(dataset: str, split: str, tokenizer_name: str, *, data_dir: Opti
         log.info("tokenizing %s/%s (%d characters) into %s", dataset, split, len(text), root)
         tokens = _encode(tokenizer, text)
         raw = _npy_bytes(tokens)
-        _atomic_write(npy, raw)
+        atomic_write(npy, raw)
         manifest = dict(expect, count=int(len(tokens)), dtype=str(tokens.dtype),
                         npy_sha256=hashlib.sha256(raw).hexdigest())
-        _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
+        atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
         return tokens
 
 

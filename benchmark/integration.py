@@ -2,12 +2,14 @@
 
 OpenEvolve imports evaluator.py by path and calls these from a thread of a process-pool worker;
 the hard limit of the isolated worker (spec.time_limit_s) fires before OpenEvolve's own timeout,
-which cannot stop a thread. Fitness is `combined_score`; every metric is numeric; feedback for the
+which cannot stop a thread. Environment: PLASA_DATA_DIR, PLASA_TOKENIZER_DIR, PLASA_CACHE_DIR,
+PLASA_DEVICE (cpu or cuda), PLASA_OVERRIDES (JSON of spec fields; makes scores unofficial). Fitness is `combined_score`; every metric is numeric; feedback for the
 next prompt goes into artifacts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -41,10 +43,16 @@ def _package(result: dict):
     return EvaluationResult(metrics=metrics, artifacts=arts)
 
 
+def env_overrides() -> dict:
+    """PLASA_OVERRIDES='{"steps": 200}' (JSON of spec fields) for quick, unofficial searches."""
+    text = os.environ.get("PLASA_OVERRIDES", "").strip()
+    return json.loads(text) if text else {}
+
+
 def _run(program_path: str, mode: str):
     try:
         result = evaluate_file(program_path, mode=mode, device=os.environ.get("PLASA_DEVICE", "cpu"),
-                               progress=False)
+                               overrides=env_overrides(), progress=False)
     except Exception as exc:  # the evaluator's own bug: still a structured zero, never a raise
         log.exception("evaluation of %s failed", program_path)
         result = {"combined_score": 0.0, "valid": False, "stage": "evaluator",

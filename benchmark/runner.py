@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .fsutil import atomic_write, cache_dir
 from .result import SCHEMA, check, failure
 from .spec import Spec
 from .static_checks import check_source
@@ -34,6 +35,24 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_CHARS = 6000
 POLL_S = 0.1
+# Failures that say nothing lasting about the candidate: never served from the results cache.
+TRANSIENT_ERRORS = frozenset({"timeout", "memory_limit", "worker_died", "data_error", "evaluator_error"})
+
+
+def result_cache_path(sha: str, spec: Spec, mode: str, device: str, precision: Optional[str]) -> Path:
+    """Results cache entry keyed by candidate sha256, the whole spec (version, dataset, seed,
+    budget ...), mode, device and requested precision."""
+    key = json.dumps({"sha256": sha, "spec": spec.to_dict(), "mode": mode, "device": device,
+                      "precision": precision or "auto"}, sort_keys=True)
+    return cache_dir() / "results" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def _cached(path: Path) -> Optional[dict]:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return dict(result, cached=True) if isinstance(result, dict) else None
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
@@ -99,8 +118,12 @@ def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir:
                   tokenizer_dir: Optional[str] = None, device: str = "cpu",
                   precision: Optional[str] = None, mode: str = "full",
                   time_limit_s: Optional[float] = None, memory_limit_mb: Optional[int] = None,
-                  progress: bool = True, echo=sys.stderr) -> dict:
-    """Evaluates one candidate file in an isolated worker; always returns a result dict."""
+                  progress: bool = True, echo=sys.stderr, use_cache: bool = True) -> dict:
+    """Evaluates one candidate file in an isolated worker; always returns a result dict.
+
+    With `use_cache`, an identical candidate (same sha256) under the same spec, mode, device and
+    precision is answered from PLASA_CACHE_DIR/results (OpenEvolve re-sends unchanged programs).
+    """
     spec = Spec().replace(**(overrides or {}))
     started = time.monotonic()
     try:
@@ -120,6 +143,13 @@ def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir:
     if violations:
         return failure(base, "static", "static_check",
                        f"{len(violations)} forbidden construct(s): " + "; ".join(map(str, violations[:5])))
+
+    cache_path = result_cache_path(sha, spec, mode, device, precision)
+    if use_cache:
+        cached = _cached(cache_path)
+        if cached is not None:
+            cached["candidate"] = dict(cached.get("candidate", {}), path=candidate)
+            return cached
 
     limit = float(time_limit_s or spec.time_limit_s)
     mem_cap = int(memory_limit_mb or spec.memory_limit_mb)
@@ -187,6 +217,11 @@ def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir:
                                  "result (sys.exit, os._exit, a crash or a kill)", log_tail=logs.tail)
         result.setdefault("timings", {})["wall_s"] = time.monotonic() - started
         result["peak_rss_mb"] = round(peak_mb, 1)
+        if use_cache and result.get("error_type") not in TRANSIENT_ERRORS:
+            try:
+                atomic_write(cache_path, json.dumps(result, allow_nan=False).encode())
+            except (OSError, ValueError) as exc:
+                log.warning("could not write the results cache: %s", exc)
         return result
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -26,7 +26,7 @@ def test_tiny_run_prints_a_complete_result(honest_tiny_result):
 
 
 def test_same_candidate_and_seed_give_the_same_score(honest_tiny_result):
-    code, again, _ = run_cli(REFERENCE, *TINY)
+    code, again, _ = run_cli(REFERENCE, *TINY, "--no-cache")
     assert code == 0
     assert again["val_loss"] == honest_tiny_result["val_loss"]
     assert again["combined_score"] == honest_tiny_result["combined_score"]

@@ -1,0 +1,23 @@
+"""`python -m benchmark COMMAND ...`
+
+  compare RESULT.json ... [--baseline NAME] [--plot out.png]   leaderboard of results
+  openevolve-config [--check FILE]                             print configs/openevolve.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list) -> int:
+    commands = {"compare": "benchmark.compare", "openevolve-config": "benchmark.openevolve_config"}
+    if not argv or argv[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    import importlib
+
+    return importlib.import_module(commands[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

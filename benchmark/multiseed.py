@@ -1,0 +1,53 @@
+"""Several seeds of one candidate: per-seed scores, mean, std and a 95% confidence interval.
+
+Standard library only. Seeds are spec.seed, spec.seed + 1, ...; a candidate is valid only if
+every seed is. The aggregate keeps the first seed's checks and metadata.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import stats
+from .runner import evaluate_file
+from .spec import Spec
+
+SEED_FIELDS = ("seed", "valid", "combined_score", "val_loss", "val_ppl", "val_acc", "train_loss",
+               "error", "error_type", "stage", "cached", "loss_curve")
+
+
+def evaluate_seeds(candidate: str, n_seeds: int, *, overrides: dict = None, **kwargs) -> dict:
+    overrides = dict(overrides or {})
+    first_seed = overrides.get("seed", Spec().seed)
+    runs = []
+    for i in range(n_seeds):
+        result = evaluate_file(candidate, overrides=dict(overrides, seed=first_seed + i), **kwargs)
+        runs.append(result)
+        if not result.get("valid"):
+            break  # a failure on one seed fails the candidate; skip the remaining seeds
+    return aggregate(runs, n_seeds)
+
+
+def aggregate(runs: list, n_requested: int) -> dict:
+    out = dict(runs[0])
+    out["seeds"] = [{k: r.get(k) for k in SEED_FIELDS if k in r} for r in runs]
+    failed = [r for r in runs if not r.get("valid")]
+    if failed:
+        bad = failed[0]
+        out.update({k: bad.get(k) for k in ("stage", "error", "error_type", "checks", "traceback")
+                    if k in bad})
+        out.update(valid=False, combined_score=0.0)
+        for key in ("val_loss", "val_ppl", "val_acc", "train_loss"):
+            out.pop(key, None)
+        return out
+    out["n_seeds"] = len(runs)
+    for key in ("combined_score", "val_loss", "val_ppl", "val_acc", "train_loss"):
+        values = [r[key] for r in runs if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if len(values) == len(runs):
+            summary = stats.summarize(values)
+            out[key] = summary["mean"]
+            out[f"{key}_std"] = summary["std"]
+            out[f"{key}_ci95"] = summary["ci95"]
+    # official when the first seed is the official one and the rest differ from it only by seed
+    out["official"] = bool(runs[0].get("official"))
+    return out

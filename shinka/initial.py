@@ -1,0 +1,1 @@
+../initial_program.py
