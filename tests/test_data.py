@@ -114,3 +114,16 @@ def test_missing_data_gives_a_clear_message(tmp_path, monkeypatch):
 def test_unknown_dataset_is_an_error():
     with pytest.raises(data.DataError, match="unknown dataset"):
         data.load_tokens("nope", "validation", SPEC.tokenizer)
+
+
+def test_document_corpus_splits_by_document(tmp_path):
+    """cosmopedia from local JSONL: every document lands in exactly one split."""
+    docs = [f"document number {i} " + "word " * (i % 7) for i in range(300)]
+    (tmp_path / "cosmopedia-sample.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n")
+    reader = data.corpora(stream_documents=250)["cosmopedia"].read_local
+    texts = {split: reader(tmp_path, split) for split in data.SPLITS}
+    for i, doc in enumerate(docs[:250]):
+        holders = [s for s, t in texts.items() if doc + "\n" in t + "\n" and f"number {i} " in t]
+        assert len(holders) == 1, (i, holders)
+    assert "document number 260 " not in "".join(texts.values())  # only the first N documents
+    assert texts["validation"] and texts["test"] and len(texts["train"]) > 10 * len(texts["validation"])
