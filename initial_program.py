@@ -146,7 +146,13 @@ def indexer_kl(index_scores, keep, attn):
 
 
 class SparseAttention(nn.Module):
-    """Causal softmax attention over the indexer's top-k keys; dense causal when k >= T."""
+    """Causal softmax attention over the indexer's top-k keys; dense causal when k >= T.
+
+    With align_when_dense (used by the indexer warm-up experiment) a dense layer still runs its
+    indexer and returns the KL alignment loss, over all past keys.
+    """
+
+    align_when_dense = False
 
     def __init__(self, dim, n_heads, top_k):
         super().__init__()
@@ -163,7 +169,7 @@ class SparseAttention(nn.Module):
         q = apply_rope(self.q_norm(q), cos, sin)
         k = apply_rope(self.k_norm(k), cos, sin)
         aux = x.new_zeros((), dtype=torch.float32)
-        if self.top_k >= T:  # every row keeps all its past keys: plain causal attention
+        if self.top_k >= T and not self.align_when_dense:  # all past keys kept: plain causal attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)             # (B, H, T, D)
         else:
             index_scores = self.indexer(x.detach(), cos, sin)                        # (B, T, T)

@@ -2,6 +2,8 @@
 
   compare RESULT.json ... [--baseline NAME] [--plot out.png]   leaderboard of results
   openevolve-config [--check FILE]                             print configs/openevolve.yaml
+  experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR] [--rows A,B]
+             [--executor local|ray] [--address ADDR]           run a study (patterns, schedules, warmup)
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import sys
 
 
 def main(argv: list) -> int:
-    commands = {"compare": "benchmark.compare", "openevolve-config": "benchmark.openevolve_config"}
+    commands = {"compare": "benchmark.compare", "openevolve-config": "benchmark.openevolve_config",
+                "experiment": "benchmark.experiments.runner"}
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from typing import Any, Optional
 OFFICIAL_FIELDS = (
     "vocab_size", "hidden_size", "n_layers", "n_heads", "seq_len", "tokenizer",
     "steps", "batch_size", "seed", "dataset", "split", "val_tokens", "require_progressive",
+    "experiment",
 )
 
 
@@ -93,6 +94,9 @@ class Spec:
     # Reject a declared layer_top_k with one k in every layer (the progressive principle). Off only
     # for baselines and experiments (dense, uniform sparse), whose results are then unofficial.
     require_progressive: bool = True
+    # A benchmark-owned experiment model (python -m benchmark experiment): the structural and
+    # budget rules are not enforced (the probes are); results are unofficial.
+    experiment: bool = False
 
     # --- behaviour probes ---
     # Windows probed for causality (cut point and replacement drawn by the evaluator); also the

@@ -70,12 +70,16 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_targets: Optional[int]) -
     return flat[:-1].view(n, seq_len), flat[1:].view(n, seq_len)
 
 
-def default_optimizer(model: torch.nn.Module, spec, device: torch.device) -> torch.optim.Optimizer:
+def default_param_groups(model: torch.nn.Module, spec) -> list:
+    """Weight decay on tensors with >= 2 dims (matrices, embeddings), none on norms and biases."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=spec.lr, betas=tuple(spec.betas), fused=True)
+    return [{"params": decay, "weight_decay": spec.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def default_optimizer(model: torch.nn.Module, spec, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(default_param_groups(model, spec), lr=spec.lr, betas=tuple(spec.betas),
+                             fused=True)
 
 
 def make_optimizer(model, module, spec, config, device) -> tuple:

@@ -29,7 +29,6 @@ class Cheat:
     cli_args: tuple = field(default_factory=tuple)
 
 
-ATTN_BRANCH = "        if self.top_k >= T:  # every row keeps all its past keys: plain causal attention"
 MASK_RETURN = "    return chosen & causal"
 FORWARD_END = "        return self.lm_head(self.norm(x)), aux                                      # (B, T, V), ()"
 

@@ -1,0 +1,150 @@
+"""`python -m benchmark experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR]
+[--rows A,B] [--executor local|ray] [--address ADDR]`
+
+Every run is an ordinary evaluation (benchmark.runner.evaluate_file: isolated worker, the
+evaluator's training loop, every probe) of a generated candidate file, and writes one result JSON
+(the evaluator's schema) to OUT/STUDY/runs/ROW/seedS.json. Existing results are kept, so an
+interrupted study resumes where it stopped. Runs go to a local pool of `workers` evaluations (each
+with cores / workers torch threads) or to a Ray cluster. The report (summary.md, PNGs) is
+rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Optional
+
+from ..fsutil import atomic_write
+from ..runner import CANCEL, REPO_ROOT, evaluate_file
+from ..spec import SPEC
+from . import report, studies
+from .models import candidate_source
+
+log = logging.getLogger(__name__)
+
+
+def run_path(out: Path, row: str, seed: int) -> Path:
+    return out / "runs" / row / f"seed{seed}.json"
+
+
+def done(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def write_candidate(out: Path, study: studies.Study, row: studies.Row, steps: int) -> Path:
+    path = out / "candidates" / f"{row.name}.py"
+    warmup = int(round(row.warmup_fraction * steps))
+    atomic_write(path, candidate_source(study.name, row.name, row.pattern, row.schedule, warmup).encode())
+    return path
+
+
+def evaluate_task(task: dict) -> dict:
+    """One run; a plain function of plain data so Ray can ship it to another machine."""
+    return evaluate_file(task["candidate"], overrides=task["overrides"], progress=False, use_cache=False,
+                         trusted=True, threads=task["threads"], device=task.get("device", "cpu"))
+
+
+def _local(tasks: list, workers: int):
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {pool.submit(evaluate_task, t): t for t in tasks}
+    try:
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:  # interrupted: kill the evaluations in flight, drop the queued ones
+        CANCEL.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        CANCEL.clear()
+
+
+def _ray(tasks: list, address: Optional[str]):
+    import ray
+
+    if not ray.is_initialized():
+        env = {k: v for k, v in os.environ.items() if k.startswith("PLASA_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": env})
+    remote = ray.remote(evaluate_task)
+    pending = {remote.remote(t): t for t in tasks}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        task = pending.pop(ready[0])
+        yield task, ray.get(ready[0])
+
+
+def run_study(name: str, *, seeds: int = 3, steps: Optional[int] = None, workers: int = 1,
+              out: str = "experiments", rows: Optional[list] = None, executor: str = "local",
+              address: Optional[str] = None, val_tokens: Optional[int] = None,
+              device: str = "cpu", progress: bool = True) -> Path:
+    from tqdm import tqdm
+
+    study = studies.get(name)
+    chosen = [r for r in study.rows if rows is None or r.name in rows]
+    if rows is not None and len(chosen) != len(rows):
+        raise ValueError(f"unknown rows {sorted(set(rows) - {r.name for r in study.rows})} in study {name}")
+    folder = Path(out) / study.name
+    steps = steps or SPEC.steps
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    tasks = []
+    for row in chosen:
+        candidate = write_candidate(folder, study, row, steps)
+        for seed in range(SPEC.seed, SPEC.seed + seeds):
+            path = run_path(folder, row.name, seed)
+            if done(path):
+                continue
+            overrides = dict(row.overrides, experiment=True, seed=seed, steps=steps)
+            if val_tokens:
+                overrides["val_tokens"] = val_tokens
+            tasks.append({"row": row.name, "seed": seed, "path": str(path), "candidate": str(candidate),
+                          "overrides": overrides, "threads": threads, "device": device})
+    total = len(chosen) * seeds
+    bar = tqdm(total=total, initial=total - len(tasks), desc=f"study {name}", unit="run",
+               file=sys.stderr, disable=not progress)
+    source = _ray(tasks, address) if executor == "ray" else _local(tasks, workers)
+    for task, result in source:
+        if result.get("error_type") == "cancelled":
+            continue
+        result["study"] = {"name": study.name, "version": study.version, "row": task["row"]}
+        atomic_write(Path(task["path"]), json.dumps(result, indent=1).encode())
+        bar.update(1)
+        if not result.get("valid"):
+            log.warning("%s seed %s failed: %s", task["row"], task["seed"], result.get("error"))
+    bar.close()
+    return report.write(study, folder, [r.name for r in chosen])
+
+
+def main(argv: list) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmark experiment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", choices=sorted(studies.STUDIES))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, help=f"optimizer steps per run (default {SPEC.steps})")
+    p.add_argument("--val-tokens", type=int, help="score only the first N validation tokens")
+    p.add_argument("--workers", type=int, default=1, help="evaluations side by side (local executor)")
+    p.add_argument("--out", default="experiments")
+    p.add_argument("--rows", help="comma-separated row names (default: every row)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run_study(args.study, seeds=args.seeds, steps=args.steps, workers=args.workers,
+                            out=args.out, rows=args.rows.split(",") if args.rows else None,
+                            executor=args.executor, address=args.address, val_tokens=args.val_tokens,
+                            device=args.device)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    print(summary.read_text())
+    return 0

@@ -1,0 +1,144 @@
+"""Experiment suite: Gated DeltaNet chunked == recurrent, every pattern is causal, a tiny study runs,
+resumes after an interruption, reports, and runs on a local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from benchmark.experiments import gdn, models, studies
+from benchmark.spec import SPEC
+from tests.conftest import REPO
+
+SHAPES = [(2, 2, 37, 8, 6, 16), (1, 3, 64, 16, 16, 64), (2, 1, 100, 4, 8, 32), (1, 2, 5, 8, 8, 64)]
+
+
+@pytest.mark.parametrize("B, H, T, Dk, Dv, chunk", SHAPES, ids=lambda v: str(v))
+def test_gdn_chunked_equals_recurrent(B, H, T, Dk, Dv, chunk):
+    gen = torch.Generator().manual_seed(T)
+    q = torch.randn(B, H, T, Dk, generator=gen, dtype=torch.float64, requires_grad=True)
+    k = torch.nn.functional.normalize(torch.randn(B, H, T, Dk, generator=gen, dtype=torch.float64), dim=-1)
+    k.requires_grad_()
+    v = torch.randn(B, H, T, Dv, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = (-2 * torch.rand(B, H, T, generator=gen, dtype=torch.float64)).requires_grad_()
+    beta = torch.rand(B, H, T, generator=gen, dtype=torch.float64).requires_grad_()
+    o_rec, s_rec = gdn.recurrent_gated_delta_rule(q, k, v, g, beta)
+    o_chk, s_chk = gdn.chunk_gated_delta_rule(q, k, v, g, beta, chunk=chunk)
+    torch.testing.assert_close(o_chk, o_rec)
+    torch.testing.assert_close(s_chk, s_rec)
+    inputs = (q, k, v, g, beta)
+    grads_rec = torch.autograd.grad(o_rec.square().sum() + s_rec.sum(), inputs)
+    grads_chk = torch.autograd.grad(o_chk.square().sum() + s_chk.sum(), inputs)
+    for name, a, b in zip("q k v g beta".split(), grads_chk, grads_rec):
+        torch.testing.assert_close(a, b, msg=f"gradient of {name}")
+
+
+def test_gdn_with_initial_state_continues_the_sequence():
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 2, 40, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    k = torch.nn.functional.normalize(k, dim=-1)
+    v = torch.randn(1, 2, 40, 8, generator=gen, dtype=torch.float64)
+    g, beta = -torch.rand(1, 2, 40, generator=gen, dtype=torch.float64), torch.rand(1, 2, 40, generator=gen, dtype=torch.float64)
+    whole, _ = gdn.chunk_gated_delta_rule(q, k, v, g, beta, chunk=16)
+    _, state = gdn.chunk_gated_delta_rule(q[:, :, :25], k[:, :, :25], v[:, :, :25], g[:, :, :25], beta[:, :, :25], chunk=16)
+    rest, _ = gdn.chunk_gated_delta_rule(q[:, :, 25:], k[:, :, 25:], v[:, :, 25:], g[:, :, 25:], beta[:, :, 25:],
+                                         chunk=16, initial_state=state)
+    torch.testing.assert_close(rest, whole[:, :, 25:])
+
+
+@pytest.mark.parametrize("pattern", studies.PATTERNS)
+def test_every_pattern_builds_and_is_causal(pattern):
+    config = SPEC.replace(vocab_size=256).model_config()
+    torch.manual_seed(0)
+    model = models.build_pattern_model(config, pattern)
+    assert [type(b.attn).__name__ for b in model.blocks] == [
+        "GatedDeltaNet" if c == "L" else "SparseAttention" for c in pattern]
+    ids = torch.randint(0, 256, (2, SPEC.seq_len))
+    for mode in (True, False):
+        model.train(mode)
+        base = model(ids)[0]
+        for j in (1, 40, 100):
+            changed = ids.clone()
+            changed[:, j:] = (changed[:, j:] + 7) % 256
+            assert (model(changed)[0][:, :j] - base[:, :j]).abs().max() <= 1e-5, (pattern, j, mode)
+
+
+def test_layer_letters_share_one_attention_with_different_k():
+    config = SPEC.model_config()
+    for pattern, ks in (("FFFF", [128] * 4), ("PPPP", [128, 32, 32, 64]), ("DDDD", [64] * 4)):
+        assert models.build_pattern_model(config, pattern).layer_top_k == ks
+
+
+def test_warmup_model_trains_only_the_indexer_then_goes_sparse():
+    config = SPEC.replace(vocab_size=256).model_config()
+    build, configure = models.experiment_candidate("DDDD", warmup_steps=2)
+    model = build(config)
+    opt = configure(model, config)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.randint(0, 256, (2, SPEC.seq_len + 1))
+    for step in range(3):
+        logits, aux = model(ids[:, :-1])
+        if step < 2:
+            assert aux.item() > 0 and all(b.attn.top_k == SPEC.seq_len for b in model.inner.blocks)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), ids[:, 1:].reshape(-1)) + aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step == 0:
+            moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+            assert moved and all(".indexer." in n for n in moved), sorted(moved)
+    model(ids[:, :-1])
+    assert [b.attn.top_k for b in model.inner.blocks] == [SPEC.seq_len // 2] * 4
+
+
+def _experiment(*args, timeout=600):
+    return subprocess.Popen([sys.executable, "-m", "benchmark", "experiment", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+TINY_STUDY = ["patterns", "--rows", "PPPP,LFFL", "--seeds", "2", "--steps", "3", "--val-tokens", "2048"]
+
+
+def test_tiny_study_resumes_and_reports(tmp_path):
+    out = tmp_path / "exp"
+    proc = _experiment(*TINY_STUDY, "--out", str(out))
+    runs = out / "patterns" / "runs"
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("*/seed*.json")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # interrupted after its first run
+    proc.wait(timeout=60)
+    first = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*.json")}
+    assert 1 <= len(first) < 4
+    proc = _experiment(*TINY_STUDY, "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    results = sorted(runs.glob("*/seed*.json"))
+    assert len(results) == 4
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items()), "a finished run was recomputed"
+    for path in results:
+        result = json.loads(path.read_text())
+        assert result["valid"] and result["official"] is False and result["study"]["name"] == "patterns"
+        assert any(c["name"] == "probe:causality_eval" and c["passed"] for c in result["checks"])
+    summary = (out / "patterns" / "summary.md").read_text()
+    assert "| PPPP |" in summary.replace("| 1 | ", "| ").replace("| 2 | ", "| ") and "LFFL" in summary
+    for png in ("loss_curves.png", "val_ppl.png"):
+        assert (out / "patterns" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ray_local_runs_the_tiny_study(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "exp"
+    proc = _experiment("patterns", "--rows", "PPPP", "--seeds", "2", "--steps", "2", "--val-tokens", "2048",
+                       "--executor", "ray", "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert len(list((out / "patterns" / "runs" / "PPPP").glob("seed*.json"))) == 2
+    assert "PPPP" in (out / "patterns" / "summary.md").read_text()
