@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import stats
+from .plotting import loss_band
 
 MIN_SEEDS_FOR_TEST = 3
 
@@ -95,19 +96,7 @@ def plot(results: list, out: str) -> None:
     hi = max(m + e for m, e in zip(means, errs))
     ax_score.set_ylim(max(0.0, lo - 0.1 * (hi - lo + 1e-9)), hi + 0.1 * (hi - lo + 1e-9))
     for r in results:
-        curves = [s.get("loss_curve") for s in (r.get("seeds") or [r]) if s.get("loss_curve")]
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        steps = [curves[0][i][0] for i in range(n)]
-        per_step = [[c[i][1] for c in curves] for i in range(n)]
-        mean = [stats.mean(v) for v in per_step]
-        band = [stats.std(v) for v in per_step]
-        line, = ax_loss.plot(steps, mean, label=r["_name"])
-        ax_loss.fill_between(steps, [m - b for m, b in zip(mean, band)], [m + b for m, b in zip(mean, band)],
-                             color=line.get_color(), alpha=0.2)
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("train loss (mean of 100 steps)")
+        loss_band(ax_loss, [s.get("loss_curve") for s in (r.get("seeds") or [r])], r["_name"])
     ax_loss.legend(fontsize=8)
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,14 @@ class EvalFailure(Exception):
         self.checks = checks or []
 
 
+def base_result(spec, mode: str, sha256, path, checks: list) -> dict:
+    """The fields every result has, known before anything runs."""
+    return {"schema": SCHEMA, "spec_version": spec.version, "official": spec.official and mode == "full",
+            "seed": spec.seed, "dataset": spec.dataset, "split": spec.split, "tokenizer": spec.tokenizer,
+            "steps": spec.steps, "mode": mode, "candidate": {"sha256": sha256, "path": path},
+            "checks": list(checks), "timings": {}, "spec": spec.to_dict()}
+
+
 def check(name: str, passed: bool, detail: str = "") -> dict:
     return {"name": name, "passed": bool(passed), "detail": detail}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from .fsutil import atomic_write, cache_dir
-from .result import SCHEMA, check, failure
+from .result import base_result, check, failure
 from .spec import Spec
 from .static_checks import check_source
 
@@ -111,13 +111,6 @@ class _Reader(threading.Thread):
             self.tail = (self.tail + text)[-LOG_TAIL_CHARS:]
 
 
-def _base(spec: Spec, mode: str, sha: Optional[str], path: str, checks: list) -> dict:
-    return {"schema": SCHEMA, "spec_version": spec.version, "official": spec.official and mode == "full",
-            "seed": spec.seed, "dataset": spec.dataset, "split": spec.split, "tokenizer": spec.tokenizer,
-            "steps": spec.steps, "mode": mode, "candidate": {"sha256": sha, "path": path},
-            "checks": checks, "timings": {}, "spec": spec.to_dict()}
-
-
 def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir: Optional[str] = None,
                   tokenizer_dir: Optional[str] = None, device: str = "cpu",
                   precision: Optional[str] = None, mode: str = "full",
@@ -137,10 +130,10 @@ def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir:
     try:
         source_bytes = Path(candidate).read_bytes()
     except OSError as exc:
-        return failure(_base(spec, mode, None, candidate, []), "load", "file_not_found",
+        return failure(base_result(spec, mode, None, candidate, []), "load", "file_not_found",
                        f"cannot read candidate {candidate}: {exc.strerror or exc}")
     sha = hashlib.sha256(source_bytes).hexdigest()
-    base = _base(spec, mode, sha, candidate, [])
+    base = base_result(spec, mode, sha, candidate, [])
     try:
         source = source_bytes.decode("utf-8")
     except UnicodeDecodeError:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import stats
 from ..fsutil import atomic_write
+from ..plotting import loss_band
 
 
 def load_runs(folder: Path, row: str) -> list:
@@ -88,19 +89,7 @@ def _plots(study, folder: Path, table: dict) -> list:
         return paths
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, s in done.items():
-        curves = [c for c in s["curves"] if c]
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        steps = [curves[0][i][0] for i in range(n)]
-        per = [[c[i][1] for c in curves] for i in range(n)]
-        mean = [stats.mean(v) for v in per]
-        band = [stats.std(v) for v in per]
-        line, = ax.plot(steps, mean, label=name)
-        ax.fill_between(steps, [m - b for m, b in zip(mean, band)], [m + b for m, b in zip(mean, band)],
-                        color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss (mean of 100 steps)")
+        loss_band(ax, s["curves"], name)
     ax.legend(fontsize=7, ncol=2)
     paths.append(_save(fig, folder / "loss_curves.png"))
 

@@ -1,0 +1,22 @@
+"""Plot helpers shared by the leaderboard and the study reports (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from . import stats
+
+
+def loss_band(ax, curves: list, label: str) -> None:
+    """Mean training-loss curve over seeds with a +-1 std band; `curves` are [[step, loss], ...]."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return
+    n = min(len(c) for c in curves)
+    steps = [curves[0][i][0] for i in range(n)]
+    per_step = [[c[i][1] for c in curves] for i in range(n)]
+    mean = [stats.mean(v) for v in per_step]
+    band = [stats.std(v) for v in per_step]
+    line, = ax.plot(steps, mean, label=label)
+    ax.fill_between(steps, [m - b for m, b in zip(mean, band)], [m + b for m, b in zip(mean, band)],
+                    color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss (mean of 100 steps)")
