@@ -19,7 +19,7 @@ import torch
 from . import guard, model_checks, probes
 from .candidate import build, check_logits, import_candidate, split_output, tail_traceback
 from .data import DataError, load_benchmark_data
-from .result import SCHEMA, EvalFailure, check, failure
+from .result import EvalFailure, base_result, check, failure
 from .spec import Spec
 from .train import (Runtime, eval_windows, make_optimizer, resolve_runtime, train,
                     train_windows, validate)
@@ -69,11 +69,8 @@ def run(request: dict, report: Optional[Callable[[dict], None]] = None) -> dict:
     report = report or (lambda msg: None)
     spec: Spec = Spec().replace(**request.get("overrides", {}))
     mode = request.get("mode", "full")
-    base = {"schema": SCHEMA, "spec_version": spec.version, "official": spec.official and mode == "full",
-            "seed": spec.seed, "dataset": spec.dataset, "split": spec.split, "tokenizer": spec.tokenizer,
-            "steps": spec.steps, "mode": mode,
-            "candidate": {"sha256": request.get("sha256"), "path": request.get("display_path")},
-            "checks": list(request.get("checks", [])), "timings": {}, "spec": spec.to_dict()}
+    base = base_result(spec, mode, request.get("sha256"), request.get("display_path"),
+                       request.get("checks", []))
     stage = "setup"
 
     def enter(name: str) -> None:
@@ -129,13 +126,7 @@ def run(request: dict, report: Optional[Callable[[dict], None]] = None) -> dict:
             model_checks.raise_on_failure("budget", structural)
 
         enter("probe")
-        fp32 = Runtime(rt.device, "fp32")
-        pre = probes.direct_probes(
-            _forward_fn(model.eval(), fp32, spec.vocab_size),
-            lambda x: _forward_fn(model.train(), fp32, spec.vocab_size, grad=True)(x),
-            val_x[torch.as_tensor(probe_rng.choice(len(val_x), min(len(val_x), spec.probe_windows),
-                                                   replace=False))],
-            windows[0, :, :-1], spec.probe_tol_fp32, probe_rng, spec.seed, rt.device, "untrained")
+        pre = _direct_probes(model, val_x, windows[0, :, :-1], spec, rt, probe_rng, "untrained")
         base["checks"].extend(pre)
         model_checks.raise_on_failure("probe", pre)
         base["timings"]["probes_s"] = clock() - t0
@@ -167,9 +158,9 @@ def run(request: dict, report: Optional[Callable[[dict], None]] = None) -> dict:
 
         enter("validate")
         t0 = clock()
-        train_probe = _train_mode_causality(model, windows[-1, :, :-1], spec, rt, probe_rng)
-        base["checks"].append(train_probe)
-        model_checks.raise_on_failure("probe", [train_probe])
+        post = _direct_probes(model, val_x, windows[-1, :, :-1], spec, rt, probe_rng, "trained")
+        base["checks"].extend(post)
+        model_checks.raise_on_failure("probe", post)
         base["timings"]["probes_s"] += clock() - t0
         fingerprint = probes.state_fingerprint(model)
         hidden = probes.HiddenProbes(val_x, spec.val_batch_size, -(-len(val_x) // spec.val_batch_size),
@@ -208,10 +199,12 @@ def _tol(spec: Spec, rt: Runtime) -> float:
     return spec.probe_tol_bf16 if rt.precision == "bf16" else spec.probe_tol_fp32
 
 
-def _train_mode_causality(model, x: torch.Tensor, spec: Spec, rt: Runtime, rng) -> dict:
-    """Causality in train mode on a training batch, after training, in the training precision."""
-    forward = _forward_fn(model.train(), rt, spec.vocab_size, grad=True)
-    swapped, cuts = probes.suffix_swap(x, rng)
-    ref = probes.forked_forward(forward, x, spec.seed, rt.device)
-    alt = probes.forked_forward(forward, swapped, spec.seed, rt.device)
-    return probes.causality_check("trained:causality_train", ref, alt, cuts, _tol(spec, rt))
+def _direct_probes(model, val_x, train_x, spec: Spec, rt: Runtime, rng, prefix: str) -> list:
+    """Causality (eval and train mode) and batch independence in fp32 with the tight tolerance,
+    on `spec.probe_windows` validation windows and one training batch."""
+    fp32 = Runtime(rt.device, "fp32")
+    picked = torch.as_tensor(rng.choice(len(val_x), min(len(val_x), spec.probe_windows), replace=False))
+    return probes.direct_probes(
+        _forward_fn(model.eval(), fp32, spec.vocab_size),
+        lambda x: _forward_fn(model.train(), fp32, spec.vocab_size, grad=True)(x),
+        val_x[picked], train_x, spec.probe_tol_fp32, rng, spec.seed, rt.device, prefix)

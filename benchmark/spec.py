@@ -108,8 +108,9 @@ class Spec:
     probe_vocab_columns: int = 1024
     # Allowed |logit difference| / (logit std + 1), fp32 probes (honest models measure ~1e-6).
     probe_tol_fp32: float = 1e-3
-    # The same tolerance for bf16 probes (honest models measure ~1e-2 across batch compositions).
-    probe_tol_bf16: float = 0.1
+    # The same for the hidden bf16 probes in validation (the reference measures exactly 0; the
+    # margin absorbs kernels whose bf16 rounding depends on a row's place in the batch).
+    probe_tol_bf16: float = 0.05
 
     # --- integration ---
     # Steps of the smoke training in the cascade's stage 1.
