@@ -84,3 +84,10 @@ def test_shinka_mode_writes_both_files_and_exits_0(tmp_path):
         assert verdict["correct"] is correct
         assert (metrics["combined_score"] > 0) is correct and isinstance(metrics["text_feedback"], str)
         assert (verdict["error"] is None) is correct
+
+
+def test_golden_tiny_run(honest_tiny_result):
+    golden = json.loads((REPO / "tests" / "testdata" / "golden_tiny.json").read_text())
+    expected = golden["val_loss"][honest_tiny_result["precision"]]
+    assert abs(honest_tiny_result["val_loss"] - expected) <= golden["tolerance"], (
+        honest_tiny_result["val_loss"], expected)
