@@ -100,8 +100,3 @@ def check_aux(aux: Any, stage: str) -> Optional[torch.Tensor]:
                           f"aux_loss must be a scalar tensor, got {type(aux).__name__}"
                           + (f" of shape {tuple(aux.shape)}" if isinstance(aux, torch.Tensor) else ""))
     return aux.reshape(())
-
-
-def optional_hook(module: ModuleType, name: str) -> Optional[Callable]:
-    hook = getattr(module, name, None)
-    return hook if callable(hook) else None

@@ -9,7 +9,7 @@ a run unofficial (``Spec.official``); the result always carries ``spec.version``
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 # Fields whose value defines the official task: changing any of them makes a result unofficial.
@@ -119,10 +119,6 @@ class Spec:
     stage1_pass_score: float = 1e-6
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.n_heads
-
-    @property
     def official(self) -> bool:
         """True when every score-defining field has its official value."""
         default = Spec()
@@ -161,7 +157,8 @@ class Spec:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The read-only view of the architecture handed to ``build_model(config)``."""
+    """The read-only view of the architecture handed to ``build_model(config)``; attribute or
+    mapping access (``config.vocab_size``, ``config["vocab_size"]``, ``config.get(...)``)."""
 
     vocab_size: int
     hidden_size: int
@@ -169,14 +166,12 @@ class ModelConfig:
     n_heads: int
     seq_len: int
     max_seq_len: int
-    # Free-form extras for experiments (e.g. a layer pattern); empty for the benchmark.
-    extra: dict = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, self.extra.get(key, default))
+        return getattr(self, key, default)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
