@@ -43,11 +43,14 @@ TRANSIENT_ERRORS = frozenset({"timeout", "memory_limit", "worker_died", "data_er
 CANCEL = threading.Event()
 
 
-def result_cache_path(sha: str, spec: Spec, mode: str, device: str, precision: Optional[str]) -> Path:
+def result_cache_path(sha: str, spec: Spec, mode: str, device: str, precision: Optional[str],
+                      data_dir: Optional[str], tokenizer_dir: Optional[str]) -> Path:
     """Results cache entry keyed by candidate sha256, the whole spec (version, dataset, seed,
-    budget ...), mode, device and requested precision."""
+    budget ...), mode, device, requested precision and where the data and tokenizer come from."""
+    sources = [str(Path(d).expanduser().resolve()) if d else None for d in (
+        data_dir or os.environ.get("PLASA_DATA_DIR"), tokenizer_dir or os.environ.get("PLASA_TOKENIZER_DIR"))]
     key = json.dumps({"sha256": sha, "spec": spec.to_dict(), "mode": mode, "device": device,
-                      "precision": precision or "auto"}, sort_keys=True)
+                      "precision": precision or "auto", "sources": sources}, sort_keys=True)
     return cache_dir() / "results" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
 
 
@@ -147,7 +150,7 @@ def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir:
         return failure(base, "static", "static_check",
                        f"{len(violations)} forbidden construct(s): " + "; ".join(map(str, violations[:5])))
 
-    cache_path = result_cache_path(sha, spec, mode, device, precision)
+    cache_path = result_cache_path(sha, spec, mode, device, precision, data_dir, tokenizer_dir)
     if use_cache:
         cached = _cached(cache_path)
         if cached is not None:
