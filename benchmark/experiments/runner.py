@@ -119,7 +119,8 @@ def run_study(name: str, *, seeds: int = 3, steps: Optional[int] = None, workers
         if not result.get("valid"):
             log.warning("%s seed %s failed: %s", task["row"], task["seed"], result.get("error"))
     bar.close()
-    return report.write(study, folder, [r.name for r in chosen])
+    # the report covers every row of the study that has results, not only this invocation's rows
+    return report.write(study, folder, [r.name for r in study.rows if (folder / "runs" / r.name).is_dir()])
 
 
 def main(argv: list) -> int:
