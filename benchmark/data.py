@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .fsutil import atomic_write, cache_dir, locked
+from .spec import SPEC
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def _encode(tokenizer, text: str) -> np.ndarray:
 
 
 def load_tokens(dataset: str, split: str, tokenizer_name: str, *, data_dir: Optional[str] = None,
-                tokenizer_dir: Optional[str] = None, stream_documents: int = 20000,
+                tokenizer_dir: Optional[str] = None, stream_documents: int = SPEC.stream_documents,
                 tokenizer=None) -> np.ndarray:
     """Token ids of one split (uint16/uint32), from the cache or built into it."""
     table = corpora(stream_documents)

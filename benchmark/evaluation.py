@@ -163,9 +163,8 @@ def run(request: dict, report: Optional[Callable[[dict], None]] = None) -> dict:
         model_checks.raise_on_failure("probe", post)
         base["timings"]["probes_s"] += clock() - t0
         fingerprint = probes.state_fingerprint(model)
-        hidden = probes.HiddenProbes(val_x, spec.val_batch_size, -(-len(val_x) // spec.val_batch_size),
-                                     spec.probe_windows, spec.probe_vocab_columns, spec.vocab_size,
-                                     probe_rng)
+        hidden = probes.HiddenProbes(val_x, spec.val_batch_size, spec.probe_windows,
+                                     spec.probe_vocab_columns, spec.vocab_size, probe_rng)
         vstats = validate(model, val_x, val_y, spec, rt, probes=hidden,
                           progress=request.get("progress", True))
         t0 = clock()

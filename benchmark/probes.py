@@ -93,9 +93,10 @@ class HiddenProbes:
     row maximum, and compared with the logits the same window got in its own batch.
     """
 
-    def __init__(self, inputs: torch.Tensor, batch_size: int, n_batches: int, n_causal: int,
-                 n_columns: int, vocab: int, rng: np.random.Generator) -> None:
+    def __init__(self, inputs: torch.Tensor, batch_size: int, n_causal: int, n_columns: int,
+                 vocab: int, rng: np.random.Generator) -> None:
         n = inputs.shape[0]
+        n_batches = -(-n // batch_size)
         rows = min(batch_size, n)
         self.causal = rng.choice(n, size=min(n_causal, max(rows // 2, 1)), replace=False)
         others = rng.permutation(n)[: rows - len(self.causal)]

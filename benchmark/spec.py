@@ -102,8 +102,6 @@ class Spec:
     # Windows probed for causality (cut point and replacement drawn by the evaluator); also the
     # number of windows in the untrained model's fp32 probes.
     probe_windows: int = 8
-    # Windows re-evaluated in another batch composition and order (batch independence, state).
-    probe_reorder_windows: int = 16
     # Vocabulary columns compared in the hidden validation probes (plus each row's max).
     probe_vocab_columns: int = 1024
     # Allowed |logit difference| / (logit std + 1), fp32 probes (honest models measure ~1e-6).

@@ -141,9 +141,8 @@ def main() -> None:
     val_x, val_y = eval_windows(data.eval, SPEC.seq_len, None)
     import numpy as np
 
-    hidden = HiddenProbes(val_x, SPEC.val_batch_size, -(-len(val_x) // SPEC.val_batch_size),
-                          SPEC.probe_windows, SPEC.probe_vocab_columns, SPEC.vocab_size,
-                          np.random.default_rng(0))
+    hidden = HiddenProbes(val_x, SPEC.val_batch_size, SPEC.probe_windows, SPEC.probe_vocab_columns,
+                          SPEC.vocab_size, np.random.default_rng(0))
     vstats = validate(model, val_x, val_y, SPEC, rt, probes=hidden, progress=False)
     report["validation_s"] = vstats.validation_s
     report["validation_tokens"] = vstats.count
