@@ -12,7 +12,6 @@ input_ids (B, T) to (logits (B, T, V), aux_loss). The evaluator owns data, loss,
 """
 
 # EVOLVE-BLOCK-START
-import math
 
 import torch
 import torch.nn as nn

@@ -203,10 +203,12 @@ class ValStats:
                 "combined_score": 1.0 / val_ppl if math.isfinite(val_ppl) else 0.0}
 
 
-def eval_logits(model, x: torch.Tensor, rt: Runtime, vocab: int) -> torch.Tensor:
-    with guard.no_grad(), rt.autocast():
+def forward_logits(model, x: torch.Tensor, rt: Runtime, vocab: int, stage: str,
+                   grad: bool = False) -> torch.Tensor:
+    """The model's logits for input_ids x (B, T), shape-checked: (B, T, vocab)."""
+    with guard.set_grad_enabled(grad), rt.autocast():
         logits, _ = split_output(model(x))
-    check_logits(logits, x.shape[0], x.shape[1], vocab, "validate")
+    check_logits(logits, x.shape[0], x.shape[1], vocab, stage)
     return logits
 
 
@@ -235,19 +237,23 @@ def validate(model, inputs: torch.Tensor, targets: torch.Tensor, spec, rt: Runti
     n, bs = inputs.shape[0], spec.val_batch_size
     starts = list(range(0, n, bs))
     model.eval()
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        return forward_logits(model, x.to(rt.device), rt, spec.vocab_size, "validate")
+
     clock = guard.perf_counter
     t0 = clock()
     for b, start in enumerate(tqdm(starts, desc="validate", file=sys.stderr, disable=not progress,
                                    mininterval=1.0, dynamic_ncols=True)):
         if probes is not None and b == probes.position:
-            probes.record_probe(eval_logits(model, probes.batch.to(rt.device), rt, spec.vocab_size))
+            probes.record_probe(logits_of(probes.batch))
         ids = range(start, min(start + bs, n))
-        logits = eval_logits(model, inputs[start:ids.stop].to(rt.device), rt, spec.vocab_size)
+        logits = logits_of(inputs[start:ids.stop])
         score_batch(stats, logits, targets[start:ids.stop].to(rt.device), spec.ce_chunk)
         if probes is not None:
             probes.record(ids, logits)
     if probes is not None and probes.position >= len(starts):
-        probes.record_probe(eval_logits(model, probes.batch.to(rt.device), rt, spec.vocab_size))
+        probes.record_probe(logits_of(probes.batch))
     rt.sync()
     stats.validation_s = clock() - t0
     return stats

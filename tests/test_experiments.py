@@ -4,7 +4,6 @@ resumes after an interruption, reports, and runs on a local Ray."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
