@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
+
 def recurrent_gated_delta_rule(q, k, v, g, beta, initial_state: Optional[torch.Tensor] = None):
     """Step by step. q, k: (B, H, T, Dk); v: (B, H, T, Dv); g (log decay), beta: (B, H, T).
     Returns outputs (B, H, T, Dv) and the final state (B, H, Dk, Dv)."""
