@@ -5,7 +5,15 @@ from __future__ import annotations
 from . import stats
 
 
-def loss_band(ax, curves: list, label: str) -> None:
+def line_styles(n: int) -> list:
+    """n distinguishable line styles: ten colours, then the same colours dashed, then dotted."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"].colors
+    return [{"color": colors[i % 10], "linestyle": ("-", "--", ":")[(i // 10) % 3]} for i in range(n)]
+
+
+def loss_band(ax, curves: list, label: str, band_alpha: float = 0.2, **style) -> None:
     """Mean training-loss curve over seeds with a +-1 std band; `curves` are [[step, loss], ...]."""
     curves = [c for c in curves if c]
     if not curves:
@@ -15,8 +23,8 @@ def loss_band(ax, curves: list, label: str) -> None:
     per_step = [[c[i][1] for c in curves] for i in range(n)]
     mean = [stats.mean(v) for v in per_step]
     band = [stats.std(v) for v in per_step]
-    line, = ax.plot(steps, mean, label=label)
+    line, = ax.plot(steps, mean, label=label, **style)
     ax.fill_between(steps, [m - b for m, b in zip(mean, band)], [m + b for m, b in zip(mean, band)],
-                    color=line.get_color(), alpha=0.2)
+                    color=line.get_color(), alpha=band_alpha)
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (mean of 100 steps)")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import stats
 from ..fsutil import atomic_write
-from ..plotting import loss_band
+from ..plotting import line_styles, loss_band
 
 
 def load_runs(folder: Path, row: str) -> list:
@@ -87,10 +87,14 @@ def _plots(study, folder: Path, table: dict) -> list:
     done = {n: s for n, s in table.items() if s["ppl"]}
     if not done:
         return paths
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, s in done.items():
-        loss_band(ax, s["curves"], name)
-    ax.legend(fontsize=7, ncol=2)
+    fig, (ax_all, ax_end) = plt.subplots(1, 2, figsize=(13, 5))
+    alpha = min(0.2, max(0.05, 0.6 / len(done)))  # many rows: fainter bands
+    for (name, s), style in zip(done.items(), line_styles(len(done))):
+        loss_band(ax_all, s["curves"], name, band_alpha=alpha, **style)
+        loss_band(ax_end, [c[len(c) // 2:] for c in s["curves"]], name, band_alpha=alpha, **style)
+    ax_all.set_title("whole run")
+    ax_end.set_title("second half (zoomed)")
+    ax_end.legend(fontsize=7, ncol=2)
     paths.append(_save(fig, folder / "loss_curves.png"))
 
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(done)), 4.5))
@@ -104,21 +108,43 @@ def _plots(study, folder: Path, table: dict) -> list:
     paths.append(_save(fig, folder / "val_ppl.png"))
 
     rows = {r.name: r for r in study.rows}
-    series = sorted({rows[n].series for n in done if rows[n].series})
+    series = [n for n in dict.fromkeys(r.series for r in study.rows) if n and any(
+        rows[d].series == n for d in done)]
     if series:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name in series:
-            points = sorted((rows[n].x, done[n]["ppl"]) for n in done if rows[n].series == name)
-            xs = [x for x, _ in points]
-            ax.errorbar(xs, [p["mean"] for _, p in points],
-                        yerr=[(p["ci95"][1] - p["mean"]) if p["ci95"] else 0 for _, p in points],
-                        marker="o", capsize=3, label=name)
+        paths.append(_length_plot(study, rows, done, series, folder / "ppl_vs_length.png"))
+    return paths
+
+
+def _length_plot(study, rows: dict, done: dict, series: list, path: Path) -> Path:
+    """Perplexity against sequence length, one line per series (x slightly dodged so the error
+    bars stay apart); beside it, the same relative to the baseline series at each length."""
+    import matplotlib.pyplot as plt
+
+    def points(name):
+        return {rows[n].x: done[n]["ppl"] for n in done if rows[n].series == name}
+
+    base = points(study.baseline) if study.baseline else {}
+    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(13 if base else 7, 4.5), squeeze=False)
+    for i, (name, style) in enumerate(zip(series, line_styles(len(series)))):
+        shift = 2 ** (0.03 * (i - (len(series) - 1) / 2))
+        pts = sorted(points(name).items())
+        half = [(p["ci95"][1] - p["mean"]) if p["ci95"] else 0 for _, p in pts]
+        axes[0][0].errorbar([x * shift for x, _ in pts], [p["mean"] for _, p in pts], yerr=half,
+                            marker="o", capsize=3, label=name, **style)
+        if base:
+            rel = [(x, p, h) for (x, p), h in zip(pts, half) if x in base]
+            axes[0][1].errorbar([x * shift for x, _, _ in rel], [p["mean"] / base[x]["mean"] for x, p, _ in rel],
+                                yerr=[h / base[x]["mean"] for x, _, h in rel], marker="o", capsize=3,
+                                label=name, **style)
+    for ax in axes[0]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length")
-        ax.set_ylabel("validation perplexity (95% CI)")
-        ax.legend(fontsize=8)
-        paths.append(_save(fig, folder / "ppl_vs_length.png"))
-    return paths
+    axes[0][0].set_ylabel("validation perplexity (95% CI)")
+    axes[0][0].legend(fontsize=8)
+    if base:
+        axes[0][1].axhline(1.0, color="grey", linewidth=0.8)
+        axes[0][1].set_ylabel(f"perplexity / {study.baseline} at the same length")
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

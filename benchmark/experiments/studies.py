@@ -39,6 +39,7 @@ class Study:
     question: str
     rows: tuple
     claims: dict = field(default_factory=dict)  # row name -> what the original code claimed
+    baseline: str = ""    # the series other series are divided by in the length plot, "" when none
 
 
 def _length_overrides(seq_len: int, n_layers: int) -> dict:
@@ -66,7 +67,8 @@ STUDIES = {
         tuple(Row(f"{s}@{T}", "P" * 6, schedule=s, overrides=_length_overrides(T, 6), x=T, series=s)
               for s in SCHEDULE_NAMES for T in (64, 256, 1024)),
         claims={f"progressive_sparse@{T}": "original: progressive beats uniform sparsity"
-                for T in (64, 256, 1024)}),
+                for T in (64, 256, 1024)},
+        baseline="dense_baseline"),
     "warmup": Study(
         "warmup", "warmup-1",
         "Does DSA with a dense indexer warm-up match dense attention?",
