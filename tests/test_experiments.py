@@ -1,5 +1,6 @@
 """Experiment suite: Gated DeltaNet chunked == recurrent, every pattern is causal, a tiny study runs,
-resumes after an interruption, reports, and runs on a local Ray."""
+resumes after an interruption, reports (ranks, failures, the length plot), runs a schedules row with
+its own length, depth and batch, and runs on a local Ray."""
 
 from __future__ import annotations
 
@@ -141,3 +142,54 @@ def test_ray_local_runs_the_tiny_study(tmp_path):
     assert proc.returncode == 0, stderr[-3000:]
     assert len(list((out / "patterns" / "runs" / "PPPP").glob("seed*.json"))) == 2
     assert "PPPP" in (out / "patterns" / "summary.md").read_text()
+
+
+def test_tiny_schedules_run_uses_the_rows_length_depth_and_batch(tmp_path):
+    """A schedules row reaches the evaluator with its own T, 6 layers, T-dependent batch and k."""
+    out = tmp_path / "exp"
+    proc = _experiment("schedules", "--rows", "progressive_sparse@64,dense_baseline@64", "--seeds", "1",
+                       "--steps", "2", "--val-tokens", "1024", "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    result = json.loads((out / "schedules" / "runs" / "progressive_sparse@64" / "seed42.json").read_text())
+    assert result["valid"], result.get("error")
+    spec = result["spec"]
+    assert (spec["seq_len"], spec["n_layers"], spec["batch_size"]) == (64, 6, studies.TOKENS_PER_STEP // 64)
+    assert result["layer_top_k"] == [64, 64, 16, 16, 16, 32]
+    assert (out / "schedules" / "ppl_vs_length.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _fake_run(ppl: float, valid: bool = True) -> dict:
+    run = {"valid": valid, "steps": 10, "precision": "bf16", "device": "cpu",
+           "timings": {"step_ms_median": 50.0}, "loss_curve": [[5, 7.0], [10, 6.0]]}
+    if valid:
+        run.update(val_ppl=ppl, combined_score=1 / ppl)
+    else:
+        run["error"] = "future leak: in window 0 ..."
+    return run
+
+
+def test_report_ranks_rows_shows_failures_and_plots_lengths(tmp_path):
+    from benchmark.experiments import report
+
+    study = studies.get("schedules")
+    folder = tmp_path / "schedules"
+    ppl = {"dense_baseline@64": [200, 202, 204], "dense_baseline@256": [150, 151, 152],
+           "progressive_sparse@64": [190, 191, 192], "progressive_sparse@256": [160, 161, 162]}
+    for row, values in ppl.items():
+        for seed, value in enumerate(values):
+            path = folder / "runs" / row / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_fake_run(value)))
+    broken = folder / "runs" / "uniform_sparse@64" / "seed0.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(json.dumps(_fake_run(0, valid=False)))
+    summary = report.write(study, folder, [*ppl, "uniform_sparse@64"]).read_text()
+    lines = [line for line in summary.splitlines() if line.startswith("| ")]
+    ranked = [line.split(" | ")[1] for line in lines[1:]]
+    assert ranked == ["dense_baseline@256", "progressive_sparse@256", "progressive_sparse@64",
+                      "dense_baseline@64", "uniform_sparse@64"]
+    assert "| 1 | dense_baseline@256 | 151.00 +- 1.00 |" in summary
+    assert "FAILED: future leak" in lines[-1] and "0/1" in lines[-1]
+    for png in ("loss_curves.png", "val_ppl.png", "ppl_vs_length.png"):
+        assert (folder / png).read_bytes()[:4] == b"\x89PNG"
