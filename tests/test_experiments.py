@@ -193,3 +193,13 @@ def test_report_ranks_rows_shows_failures_and_plots_lengths(tmp_path):
     assert "FAILED: future leak" in lines[-1] and "0/1" in lines[-1]
     for png in ("loss_curves.png", "val_ppl.png", "ppl_vs_length.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_time_limit_grows_with_a_runs_work_and_the_workers_sharing_the_machine():
+    from benchmark.experiments.runner import time_limit
+
+    rows = {r.name: r for r in studies.get("schedules").rows}
+    assert time_limit(dict(rows["uniform_sparse@64"].overrides), 1) == SPEC.time_limit_s
+    assert time_limit(dict(rows["uniform_sparse@1024"].overrides), 1) == 32 * SPEC.time_limit_s
+    assert time_limit(dict(rows["uniform_sparse@1024"].overrides), 2) == 64 * SPEC.time_limit_s
+    assert time_limit({"steps": 10}, 1) == SPEC.time_limit_s  # never below the evaluator's own limit

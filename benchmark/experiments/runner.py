@@ -47,10 +47,21 @@ def write_candidate(out: Path, study: studies.Study, row: studies.Row, steps: in
     return path
 
 
+def time_limit(overrides: dict, workers: int) -> float:
+    """The spec's wall-clock limit scaled by a run's work relative to the official run: steps x
+    tokens per step x sequence length (attention cost per token grows with it), and by the
+    workers sharing the machine. A T = 1024, batch 1 run gets 32x the official limit."""
+    spec = SPEC.replace(**overrides)
+    work = (spec.steps / SPEC.steps) * (spec.batch_size * spec.seq_len / (SPEC.batch_size * SPEC.seq_len)) \
+        * (spec.seq_len / SPEC.seq_len)
+    return SPEC.time_limit_s * max(1.0, work) * max(1, workers)
+
+
 def evaluate_task(task: dict) -> dict:
     """One run; a plain function of plain data so Ray can ship it to another machine."""
     return evaluate_file(task["candidate"], overrides=task["overrides"], progress=False, use_cache=False,
-                         trusted=True, threads=task["threads"], device=task.get("device", "cpu"))
+                         trusted=True, threads=task["threads"], device=task.get("device", "cpu"),
+                         time_limit_s=task.get("time_limit_s"))
 
 
 def _local(tasks: list, workers: int):
@@ -105,7 +116,8 @@ def run_study(name: str, *, seeds: int = 3, steps: Optional[int] = None, workers
             if val_tokens:
                 overrides["val_tokens"] = val_tokens
             tasks.append({"row": row.name, "seed": seed, "path": str(path), "candidate": str(candidate),
-                          "overrides": overrides, "threads": threads, "device": device})
+                          "overrides": overrides, "threads": threads, "device": device,
+                          "time_limit_s": time_limit(overrides, workers if executor == "local" else 1)})
     total = len(chosen) * seeds
     bar = tqdm(total=total, initial=total - len(tasks), desc=f"study {name}", unit="run",
                file=sys.stderr, disable=not progress)
