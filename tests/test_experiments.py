@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from benchmark import stats
 from benchmark.experiments import gdn, models, studies
 from benchmark.spec import SPEC
 from tests.conftest import REPO
@@ -185,12 +186,16 @@ def test_report_ranks_rows_shows_failures_and_plots_lengths(tmp_path):
     broken.parent.mkdir(parents=True)
     broken.write_text(json.dumps(_fake_run(0, valid=False)))
     summary = report.write(study, folder, [*ppl, "uniform_sparse@64"]).read_text()
-    lines = [line for line in summary.splitlines() if line.startswith("| ")]
-    ranked = [line.split(" | ")[1] for line in lines[1:]]
-    assert ranked == ["dense_baseline@256", "progressive_sparse@256", "progressive_sparse@64",
-                      "dense_baseline@64", "uniform_sparse@64"]
-    assert "| 1 | dense_baseline@256 | 151.00 +- 1.00 |" in summary
-    assert "FAILED: future leak" in lines[-1] and "0/1" in lines[-1]
+    at_64, at_256 = summary.split("### sequence length 64")[1].split("### sequence length 256")
+    ranked = [[line.split(" | ")[1] for line in part.splitlines() if line.startswith("| ") and "rank" not in line]
+              for part in (at_64, at_256)]
+    assert ranked == [["progressive_sparse@64", "dense_baseline@64", "uniform_sparse@64"],
+                      ["dense_baseline@256", "progressive_sparse@256"]]
+    # mean +- std, the baseline's own row, Welch's p against the baseline at the same length
+    assert "| 1 | dense_baseline@256 | 151.00 +- 1.00 | [148.52, 153.48] | baseline |" in at_256
+    p = stats.welch_p([190, 191, 192], [200, 202, 204])
+    assert f"| 1 | progressive_sparse@64 | 191.00 +- 1.00 | [188.52, 193.48] | {p:.2g} |" in at_64
+    assert "FAILED: future leak" in at_64 and "0/1" in at_64
     for png in ("loss_curves.png", "val_ppl.png", "ppl_vs_length.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
 

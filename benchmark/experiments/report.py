@@ -1,7 +1,8 @@
 """summary.md and plots of a study, from its result JSON files.
 
-Per row: validation perplexity mean +- std and 95% CI over seeds, combined_score, rank, step time,
-and the original claim where one exists. Plots (PNG): training loss per row (mean over seeds with
+Per row: validation perplexity mean +- std and 95% CI over seeds, Welch's p-value against the
+study's baseline, combined_score, rank, step time, and the original claim where one exists (one
+table per sequence length for studies with an x axis). Plots (PNG): training loss per row (mean over seeds with
 a +-1 std band), validation perplexity with 95% CI error bars, and for studies with an x axis
 (schedules) perplexity against sequence length, one line per series.
 """
@@ -30,30 +31,61 @@ def row_stats(runs: list) -> dict:
     ok = [r for r in runs if r.get("valid")]
     ppl = [r["val_ppl"] for r in ok]
     return {"runs": len(runs), "valid": len(ok), "failed": [r.get("error") for r in runs if not r.get("valid")],
-            "ppl": stats.summarize(ppl) if ppl else None,
+            "values": ppl, "ppl": stats.summarize(ppl) if ppl else None,
             "score": stats.summarize([r["combined_score"] for r in ok]) if ok else None,
             "step_ms": stats.mean([r["timings"]["step_ms_median"] for r in ok]) if ok else None,
             "curves": [r.get("loss_curve") or [] for r in ok]}
 
 
-def _table(study, table: dict) -> str:
-    ranked = sorted((name for name in table if table[name]["ppl"]), key=lambda n: table[n]["ppl"]["mean"])
+def baseline_row(study, row) -> str:
+    """The row a row is compared with: the baseline row itself (flat studies) or the baseline
+    series' row at the same x (studies with an x axis); "" when the study names none."""
+    if not study.baseline:
+        return ""
+    if row.series:
+        return next((r.name for r in study.rows if r.series == study.baseline and r.x == row.x), "")
+    return study.baseline
+
+
+def _table(study, table: dict, names: list) -> str:
+    """One ranked table of `names`, with Welch's p-value against the baseline row."""
+    rows = {r.name: r for r in study.rows}
+    ranked = sorted((n for n in names if table[n]["ppl"]), key=lambda n: table[n]["ppl"]["mean"])
     rank = {name: i + 1 for i, name in enumerate(ranked)}
-    lines = ["| rank | row | val_ppl mean +- std | 95% CI | combined_score | seeds | step ms | original claim |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in ranked + [n for n in table if n not in rank]:
+    lines = ["| rank | row | val_ppl mean +- std | 95% CI | p vs baseline | combined_score | seeds | step ms "
+             "| original claim |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in ranked + [n for n in names if n not in rank]:
         s = table[name]
         if s["ppl"]:
             ppl, ci = s["ppl"], s["ppl"]["ci95"]
+            base = baseline_row(study, rows[name])
+            p = (stats.welch_p(s["values"], table[base]["values"])
+                 if base in table and base != name else None)
             cells = [str(rank[name]), name, f"{ppl['mean']:.2f} +- {ppl['std']:.2f}",
-                     f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-", f"{s['score']['mean']:.6f}",
-                     f"{s['valid']}/{s['runs']}", f"{s['step_ms']:.1f}"]
+                     f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-",
+                     "baseline" if base == name else (f"{p:.2g}" if p is not None else "-"),
+                     f"{s['score']['mean']:.6f}", f"{s['valid']}/{s['runs']}", f"{s['step_ms']:.1f}"]
         else:
             cells = ["-", name, "FAILED: " + "; ".join(str(e) for e in s["failed"][:1]) if s["failed"] else "no runs",
-                     "-", "-", f"0/{s['runs']}", "-"]
+                     "-", "-", "-", f"0/{s['runs']}", "-"]
         cells.append(study.claims.get(name, ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _tables(study, table: dict) -> list:
+    """One table for a flat study; one per x (sequence length) for a study with an x axis, since
+    perplexities at different lengths do not rank against each other."""
+    rows = {r.name: r for r in study.rows}
+    groups = sorted({rows[n].x for n in table})
+    if groups == [0]:
+        return [_table(study, table, list(table))]
+    out = []
+    for x in groups:
+        out += [f"### sequence length {x}" if x else "### other rows", "",
+                _table(study, table, [n for n in table if rows[n].x == x]), ""]
+    return out
 
 
 def write(study, folder: Path, rows: list) -> Path:
@@ -62,12 +94,15 @@ def write(study, folder: Path, rows: list) -> Path:
     runs = [r for name in rows for r in load_runs(folder, name)]
     budget = sorted({(r.get("steps"), r.get("precision"), r.get("device")) for r in runs if r.get("valid")},
                     key=str)
+    baseline = (f" p vs baseline: Welch's t-test against {study.baseline}"
+                + (" at the same length." if any(r.series for r in study.rows) else ".")
+                if study.baseline else "")
     text = [f"# Study `{study.name}` ({study.version})", "", study.question, "",
-            _table(study, table), "",
+            *_tables(study, table), "",
             "Budget of these runs (steps, precision, device): "
             + (", ".join(f"{s} steps, {p}, {d}" for s, p, d in budget) or "none yet") + ".",
             "Seeds: 42, 43, ...; every run passed the evaluator's causality and state probes unless "
-            "listed as FAILED.", ""]
+            "listed as FAILED." + baseline, ""]
     plots = _plots(study, folder, table)
     text += [f"![{p.stem}]({p.name})" for p in plots]
     summary = folder / "summary.md"
