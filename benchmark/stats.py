@@ -1,4 +1,4 @@
-"""Seed statistics without scipy: mean, sample std, Student-t 95% interval, Welch's t-test.
+"""Seed statistics without scipy: mean, sample std, Student-t 95% interval, Welch's and paired t-tests.
 
 Student's t CDF via the regularized incomplete beta function (Lentz's continued fraction,
 Numerical Recipes' betacf), accurate to ~1e-10, which is ample for p-values and intervals.
@@ -90,6 +90,19 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
     t = (mean(a) - mean(b)) / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     return t_sf_two_sided(t, df)
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Two-sided p-value of the paired t-test that a[i] - b[i] has mean 0 (a[i], b[i]: one seed).
+    Runs of one seed share the data order (and the initialisation where shapes agree), so pairing
+    removes that shared noise."""
+    if len(a) != len(b) or len(a) < 2:
+        return None
+    diffs = [x - y for x, y in zip(a, b)]
+    spread = std(diffs)
+    if spread == 0:
+        return 1.0 if mean(diffs) == 0 else 0.0
+    return t_sf_two_sided(mean(diffs) / (spread / math.sqrt(len(diffs))), len(diffs) - 1)
 
 
 def summarize(xs: Sequence[float]) -> dict:

@@ -160,8 +160,8 @@ def test_tiny_schedules_run_uses_the_rows_length_depth_and_batch(tmp_path):
     assert (out / "schedules" / "ppl_vs_length.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _fake_run(ppl: float, valid: bool = True) -> dict:
-    run = {"valid": valid, "steps": 10, "precision": "bf16", "device": "cpu",
+def _fake_run(ppl: float, seed: int, valid: bool = True) -> dict:
+    run = {"valid": valid, "seed": seed, "steps": 10, "precision": "bf16", "device": "cpu",
            "timings": {"step_ms_median": 50.0}, "loss_curve": [[5, 7.0], [10, 6.0]]}
     if valid:
         run.update(val_ppl=ppl, combined_score=1 / ppl)
@@ -181,10 +181,10 @@ def test_report_ranks_rows_shows_failures_and_plots_lengths(tmp_path):
         for seed, value in enumerate(values):
             path = folder / "runs" / row / f"seed{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(_fake_run(value)))
+            path.write_text(json.dumps(_fake_run(value, seed)))
     broken = folder / "runs" / "uniform_sparse@64" / "seed0.json"
     broken.parent.mkdir(parents=True)
-    broken.write_text(json.dumps(_fake_run(0, valid=False)))
+    broken.write_text(json.dumps(_fake_run(0, 0, valid=False)))
     summary = report.write(study, folder, [*ppl, "uniform_sparse@64"]).read_text()
     at_64, at_256 = summary.split("### sequence length 64")[1].split("### sequence length 256")
     ranked = [[line.split(" | ")[1] for line in part.splitlines() if line.startswith("| ") and "rank" not in line]
@@ -193,8 +193,9 @@ def test_report_ranks_rows_shows_failures_and_plots_lengths(tmp_path):
                       ["dense_baseline@256", "progressive_sparse@256"]]
     # mean +- std, the baseline's own row, Welch's p against the baseline at the same length
     assert "| 1 | dense_baseline@256 | 151.00 +- 1.00 | [148.52, 153.48] | baseline |" in at_256
-    p = stats.welch_p([190, 191, 192], [200, 202, 204])
-    assert f"| 1 | progressive_sparse@64 | 191.00 +- 1.00 | [188.52, 193.48] | {p:.2g} |" in at_64
+    welch = stats.welch_p([190, 191, 192], [200, 202, 204])
+    paired = stats.paired_p([190, 191, 192], [200, 202, 204])
+    assert f"| 1 | progressive_sparse@64 | 191.00 +- 1.00 | [188.52, 193.48] | {welch:.2g} / {paired:.2g} |" in at_64
     assert "FAILED: future leak" in at_64 and "0/1" in at_64
     for png in ("loss_curves.png", "val_ppl.png", "ppl_vs_length.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"

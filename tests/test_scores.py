@@ -15,8 +15,10 @@ REFERENCE = str(REPO / "initial_program.py")
 
 def test_stats_match_scipy_reference_values():
     a, b = [1.0, 1.2, 0.9, 1.1, 1.05], [1.3, 1.25, 1.4, 1.2]
-    # values computed with scipy 1.17: ttest_ind(equal_var=False), t.ppf, t.interval
+    # values computed with scipy 1.17: ttest_ind(equal_var=False), ttest_rel, t.ppf, t.interval
     assert stats.welch_p(a, b) == pytest.approx(0.00860147674898954, rel=1e-9)
+    assert stats.paired_p(a[:4], b) == pytest.approx(0.1040541785138374, rel=1e-9)
+    assert stats.paired_p(a, b) is None  # unequal lengths do not pair
     assert stats.t_quantile(0.975, 4) == pytest.approx(2.7764451051977934, rel=1e-9)
     assert stats.ci95(a) == pytest.approx((0.9111777447401104, 1.1888222552598897), rel=1e-9)
     assert stats.std([2.0]) == 0.0 and stats.ci95([2.0]) is None and stats.welch_p([1, 2], [3]) is None

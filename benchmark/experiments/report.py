@@ -1,7 +1,7 @@
 """summary.md and plots of a study, from its result JSON files.
 
-Per row: validation perplexity mean +- std and 95% CI over seeds, Welch's p-value against the
-study's baseline, combined_score, rank, step time, and the original claim where one exists (one
+Per row: validation perplexity mean +- std and 95% CI over seeds, Welch's and the paired-by-seed
+p-value against the study's baseline, combined_score, rank, step time, and the original claim where one exists (one
 table per sequence length for studies with an x axis). Plots (PNG): training loss per row (mean over seeds with
 a +-1 std band), validation perplexity with 95% CI error bars, and for studies with an x axis
 (schedules) perplexity against sequence length, one line per series.
@@ -31,7 +31,8 @@ def row_stats(runs: list) -> dict:
     ok = [r for r in runs if r.get("valid")]
     ppl = [r["val_ppl"] for r in ok]
     return {"runs": len(runs), "valid": len(ok), "failed": [r.get("error") for r in runs if not r.get("valid")],
-            "values": ppl, "ppl": stats.summarize(ppl) if ppl else None,
+            "values": ppl, "by_seed": {r.get("seed"): r["val_ppl"] for r in ok},
+            "ppl": stats.summarize(ppl) if ppl else None,
             "score": stats.summarize([r["combined_score"] for r in ok]) if ok else None,
             "step_ms": stats.mean([r["timings"]["step_ms_median"] for r in ok]) if ok else None,
             "curves": [r.get("loss_curve") or [] for r in ok]}
@@ -48,23 +49,21 @@ def baseline_row(study, row) -> str:
 
 
 def _table(study, table: dict, names: list) -> str:
-    """One ranked table of `names`, with Welch's p-value against the baseline row."""
+    """One ranked table of `names`, with p-values against the baseline row."""
     rows = {r.name: r for r in study.rows}
     ranked = sorted((n for n in names if table[n]["ppl"]), key=lambda n: table[n]["ppl"]["mean"])
     rank = {name: i + 1 for i, name in enumerate(ranked)}
-    lines = ["| rank | row | val_ppl mean +- std | 95% CI | p vs baseline | combined_score | seeds | step ms "
-             "| original claim |",
+    lines = ["| rank | row | val_ppl mean +- std | 95% CI | p vs baseline (Welch / paired) | combined_score "
+             "| seeds | step ms | original claim |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in ranked + [n for n in names if n not in rank]:
         s = table[name]
         if s["ppl"]:
             ppl, ci = s["ppl"], s["ppl"]["ci95"]
             base = baseline_row(study, rows[name])
-            p = (stats.welch_p(s["values"], table[base]["values"])
-                 if base in table and base != name else None)
             cells = [str(rank[name]), name, f"{ppl['mean']:.2f} +- {ppl['std']:.2f}",
                      f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-",
-                     "baseline" if base == name else (f"{p:.2g}" if p is not None else "-"),
+                     "baseline" if base == name else _p_values(s, table.get(base)),
                      f"{s['score']['mean']:.6f}", f"{s['valid']}/{s['runs']}", f"{s['step_ms']:.1f}"]
         else:
             cells = ["-", name, "FAILED: " + "; ".join(str(e) for e in s["failed"][:1]) if s["failed"] else "no runs",
@@ -72,6 +71,16 @@ def _table(study, table: dict, names: list) -> str:
         cells.append(study.claims.get(name, ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _p_values(row: dict, base: dict) -> str:
+    """"Welch p / paired p" of a row against its baseline; the paired test uses the seeds both have."""
+    if not base or not base["ppl"]:
+        return "-"
+    seeds = sorted(set(row["by_seed"]) & set(base["by_seed"]))
+    welch = stats.welch_p(row["values"], base["values"])
+    paired = stats.paired_p([row["by_seed"][k] for k in seeds], [base["by_seed"][k] for k in seeds])
+    return " / ".join(f"{p:.2g}" if p is not None else "-" for p in (welch, paired))
 
 
 def _tables(study, table: dict) -> list:
@@ -94,7 +103,8 @@ def write(study, folder: Path, rows: list) -> Path:
     runs = [r for name in rows for r in load_runs(folder, name)]
     budget = sorted({(r.get("steps"), r.get("precision"), r.get("device")) for r in runs if r.get("valid")},
                     key=str)
-    baseline = (f" p vs baseline: Welch's t-test against {study.baseline}"
+    baseline = (f" p vs baseline: Welch's t-test, and the t-test paired by seed (runs of one seed share "
+                f"the data order), against {study.baseline}"
                 + (" at the same length." if any(r.series for r in study.rows) else ".")
                 if study.baseline else "")
     text = [f"# Study `{study.name}` ({study.version})", "", study.question, "",
