@@ -1,0 +1,6 @@
+"""PLASA-Bench experiment model: study patterns, row DDLL (generated)."""
+
+from benchmark.experiments.models import experiment_candidate
+
+build_model, configure_optimizer = experiment_candidate(
+    pattern='DDLL', schedule='progressive_sparse', warmup_steps=0)
