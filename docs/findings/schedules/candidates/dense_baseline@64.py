@@ -1,0 +1,6 @@
+"""PLASA-Bench experiment model: study schedules, row dense_baseline@64 (generated)."""
+
+from benchmark.experiments.models import experiment_candidate
+
+build_model, configure_optimizer = experiment_candidate(
+    pattern='PPPPPP', schedule='dense_baseline', warmup_steps=0)
