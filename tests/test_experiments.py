@@ -100,8 +100,11 @@ def test_warmup_model_trains_only_the_indexer_then_goes_sparse():
 
 
 def _experiment(*args, timeout=600):
+    # SIGINT back to its default: a shell's background job inherits it ignored, and Python then
+    # never raises KeyboardInterrupt, so the interruption below would not interrupt
     return subprocess.Popen([sys.executable, "-m", "benchmark", "experiment", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 TINY_STUDY = ["patterns", "--rows", "PPPP,LFFL", "--seeds", "2", "--steps", "3", "--val-tokens", "2048"]

@@ -94,7 +94,7 @@ CHEATS = {
         "reads the validation split from disk",
         append="\n_leak = open('wiki.valid.tokens').read()\n", stage="static", error_type="static_check"),
     "forbidden_import": Cheat(
-        "imports os", edits=(("import math\n", "import math\nimport os\n"),),
+        "imports os", edits=(("import torch\n", "import torch\nimport os\n"),),
         stage="static", error_type="static_check"),
     "spawn_subprocess": Cheat(
         "spawns a process",
