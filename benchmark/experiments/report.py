@@ -31,7 +31,7 @@ def row_stats(runs: list) -> dict:
     ok = [r for r in runs if r.get("valid")]
     ppl = [r["val_ppl"] for r in ok]
     return {"runs": len(runs), "valid": len(ok), "failed": [r.get("error") for r in runs if not r.get("valid")],
-            "values": ppl, "by_seed": {r.get("seed"): r["val_ppl"] for r in ok},
+            "by_seed": {r.get("seed"): r["val_ppl"] for r in ok},
             "ppl": stats.summarize(ppl) if ppl else None,
             "score": stats.summarize([r["combined_score"] for r in ok]) if ok else None,
             "step_ms": stats.mean([r["timings"]["step_ms_median"] for r in ok]) if ok else None,
@@ -78,7 +78,7 @@ def _p_values(row: dict, base: dict) -> str:
     if not base or not base["ppl"]:
         return "-"
     seeds = sorted(set(row["by_seed"]) & set(base["by_seed"]))
-    welch = stats.welch_p(row["values"], base["values"])
+    welch = stats.welch_p(list(row["by_seed"].values()), list(base["by_seed"].values()))
     paired = stats.paired_p([row["by_seed"][k] for k in seeds], [base["by_seed"][k] for k in seeds])
     return " / ".join(f"{p:.2g}" if p is not None else "-" for p in (welch, paired))
 
