@@ -200,6 +200,10 @@ def test_report_ranks_rows_shows_failures_and_plots_lengths(tmp_path):
     paired = stats.paired_p([190, 191, 192], [200, 202, 204])
     assert f"| 1 | progressive_sparse@64 | 191.00 +- 1.00 | [188.52, 193.48] | {welch:.2g} / {paired:.2g} |" in at_64
     assert "FAILED: future leak" in at_64 and "0/1" in at_64
+    # the original code's claim beside the row it is about, and where the claims come from
+    progressive = next(line for line in at_64.splitlines() if "| progressive_sparse@64 |" in line)
+    assert progressive.endswith(f"| {study.claims['progressive_sparse@64']} |")
+    assert study.claims_source and study.claims_source in summary
     for png in ("loss_curves.png", "val_ppl.png", "ppl_vs_length.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -112,7 +112,8 @@ def write(study, folder: Path, rows: list) -> Path:
             "Budget of these runs (steps, precision, device): "
             + (", ".join(f"{s} steps, {p}, {d}" for s, p, d in budget) or "none yet") + ".",
             "Seeds: 42, 43, ...; every run passed the evaluator's causality and state probes unless "
-            "listed as FAILED." + baseline, ""]
+            "listed as FAILED." + baseline,
+            *([study.claims_source] if study.claims_source else []), ""]
     plots = _plots(study, folder, table)
     text += [f"![{p.stem}]({p.name})" for p in plots]
     summary = folder / "summary.md"
