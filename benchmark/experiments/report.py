@@ -1,9 +1,9 @@
 """summary.md and plots of a study, from its result JSON files.
 
 Per row: validation perplexity mean +- std and 95% CI over seeds, Welch's and the paired-by-seed
-p-value against the study's baseline, combined_score, rank, step time, and the original claim where one exists (one
-table per sequence length for studies with an x axis). Plots (PNG): training loss per row (mean over seeds with
-a +-1 std band), validation perplexity with 95% CI error bars, and for studies with an x axis
+p-value against the study's baseline, combined_score, rank, step time, and the original claim where
+one exists (one table per sequence length for studies with an x axis). Plots (PNG): training loss
+per row (mean over seeds with a +-1 std band), validation perplexity with 95% CI error bars, and for studies with an x axis
 (schedules) perplexity against sequence length, one line per series.
 """
 
@@ -38,7 +38,7 @@ def row_stats(runs: list) -> dict:
             "curves": [r.get("loss_curve") or [] for r in ok]}
 
 
-def baseline_row(study, row) -> str:
+def _baseline_row(study, row) -> str:
     """The row a row is compared with: the baseline row itself (flat studies) or the baseline
     series' row at the same x (studies with an x axis); "" when the study names none."""
     if not study.baseline:
@@ -48,9 +48,8 @@ def baseline_row(study, row) -> str:
     return study.baseline
 
 
-def _table(study, table: dict, names: list) -> str:
+def _table(study, rows: dict, table: dict, names: list) -> str:
     """One ranked table of `names`, with p-values against the baseline row."""
-    rows = {r.name: r for r in study.rows}
     ranked = sorted((n for n in names if table[n]["ppl"]), key=lambda n: table[n]["ppl"]["mean"])
     rank = {name: i + 1 for i, name in enumerate(ranked)}
     lines = ["| rank | row | val_ppl mean +- std | 95% CI | p vs baseline (Welch / paired) | combined_score "
@@ -60,7 +59,7 @@ def _table(study, table: dict, names: list) -> str:
         s = table[name]
         if s["ppl"]:
             ppl, ci = s["ppl"], s["ppl"]["ci95"]
-            base = baseline_row(study, rows[name])
+            base = _baseline_row(study, rows[name])
             cells = [str(rank[name]), name, f"{ppl['mean']:.2f} +- {ppl['std']:.2f}",
                      f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-",
                      "baseline" if base == name else _p_values(s, table.get(base)),
@@ -83,24 +82,25 @@ def _p_values(row: dict, base: dict) -> str:
     return " / ".join(f"{p:.2g}" if p is not None else "-" for p in (welch, paired))
 
 
-def _tables(study, table: dict) -> list:
+def _tables(study, rows: dict, table: dict) -> list:
     """One table for a flat study; one per x (sequence length) for a study with an x axis, since
     perplexities at different lengths do not rank against each other."""
-    rows = {r.name: r for r in study.rows}
     groups = sorted({rows[n].x for n in table})
     if groups == [0]:
-        return [_table(study, table, list(table))]
+        return [_table(study, rows, table, list(table))]
     out = []
     for x in groups:
         out += [f"### sequence length {x}" if x else "### other rows", "",
-                _table(study, table, [n for n in table if rows[n].x == x]), ""]
+                _table(study, rows, table, [n for n in table if rows[n].x == x]), ""]
     return out
 
 
 def write(study, folder: Path, rows: list) -> Path:
     """Writes folder/summary.md and the PNGs; returns the summary's path."""
-    table = {name: row_stats(load_runs(folder, name)) for name in rows}
-    runs = [r for name in rows for r in load_runs(folder, name)]
+    by_row = {name: load_runs(folder, name) for name in rows}
+    table = {name: row_stats(runs) for name, runs in by_row.items()}
+    runs = [r for row_runs in by_row.values() for r in row_runs]
+    study_rows = {r.name: r for r in study.rows}
     budget = sorted({(r.get("steps"), r.get("precision"), r.get("device")) for r in runs if r.get("valid")},
                     key=str)
     baseline = (f" p vs baseline: Welch's t-test, and the t-test paired by seed (runs of one seed share "
@@ -108,20 +108,20 @@ def write(study, folder: Path, rows: list) -> Path:
                 + (" at the same length." if any(r.series for r in study.rows) else ".")
                 if study.baseline else "")
     text = [f"# Study `{study.name}` ({study.version})", "", study.question, "",
-            *_tables(study, table), "",
+            *_tables(study, study_rows, table), "",
             "Budget of these runs (steps, precision, device): "
             + (", ".join(f"{s} steps, {p}, {d}" for s, p, d in budget) or "none yet") + ".",
             "Seeds: 42, 43, ...; every run passed the evaluator's causality and state probes unless "
             "listed as FAILED." + baseline,
             *([study.claims_source] if study.claims_source else []), ""]
-    plots = _plots(study, folder, table)
+    plots = _plots(study, study_rows, folder, table)
     text += [f"![{p.stem}]({p.name})" for p in plots]
     summary = folder / "summary.md"
     atomic_write(summary, ("\n".join(text) + "\n").encode())
     return summary
 
 
-def _plots(study, folder: Path, table: dict) -> list:
+def _plots(study, rows: dict, folder: Path, table: dict) -> list:
     try:
         import matplotlib
     except ImportError:
@@ -153,9 +153,8 @@ def _plots(study, folder: Path, table: dict) -> list:
     ax.set_ylim(min(m - e for m, e in zip(means, errs)) * 0.98, max(m + e for m, e in zip(means, errs)) * 1.02)
     paths.append(_save(fig, folder / "val_ppl.png"))
 
-    rows = {r.name: r for r in study.rows}
-    series = [n for n in dict.fromkeys(r.series for r in study.rows) if n and any(
-        rows[d].series == n for d in done)]
+    done_series = {rows[n].series for n in done}
+    series = [n for n in dict.fromkeys(r.series for r in study.rows) if n and n in done_series]
     if series:
         paths.append(_length_plot(study, rows, done, series, folder / "ppl_vs_length.png"))
     return paths
