@@ -23,7 +23,7 @@ run: setup
 	$(PY) evaluator.py initial_program.py
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 speed: setup
 	$(PY) benchmarks/speed.py

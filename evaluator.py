@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchmark.cli import main  # noqa: E402
-from benchmark.integration import evaluate, evaluate_stage1, evaluate_stage2  # noqa: E402,F401
+from benchmark.search.integration import evaluate, evaluate_stage1, evaluate_stage2  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

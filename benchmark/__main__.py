@@ -12,7 +12,8 @@ import sys
 
 
 def main(argv: list) -> int:
-    commands = {"compare": "benchmark.compare", "openevolve-config": "benchmark.openevolve_config",
+    commands = {"compare": "benchmark.analysis.compare",
+                "openevolve-config": "benchmark.search.openevolve_config",
                 "experiment": "benchmark.experiments.runner"}
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

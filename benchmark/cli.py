@@ -2,7 +2,8 @@
 
     python evaluator.py CANDIDATE [--dataset NAME] [--data-dir DIR] [--tokenizer-dir DIR]
         [--seed N] [--steps N] [--device cpu|cuda] [--precision bf16|fp32] [--split validation|test]
-        [--val-tokens N] [--allow-uniform-top-k] [--time-limit S] [--memory-limit MB] [--stage 1|2]
+        [--val-tokens N] [--allow-uniform-top-k] [--time-limit S] [--memory-limit MB] [--heartbeat S]
+        [--stage 1|2]
         [--seeds N] [--no-cache] [--output FILE] [--quiet]
     python evaluator.py --program_path P --results_dir D [--k v ...]     (ShinkaEvolve)
 
@@ -19,11 +20,10 @@ from pathlib import Path
 from typing import Optional
 
 from .data import CORPUS_NAMES, SPLITS
-from .result import failure, SCHEMA
-from .multiseed import evaluate_seeds
-from .runner import evaluate_file
+from .result import SCHEMA, clean, failure
+from .analysis.multiseed import evaluate_seeds
+from .judge.runner import evaluate_file
 from .spec import SPEC
-from .worker import clean
 
 
 class _UsageError(Exception):
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("bf16", "fp32"), help="default bf16 where supported")
     p.add_argument("--time-limit", type=float, help=f"hard wall-clock limit, s (default {SPEC.time_limit_s:g})")
     p.add_argument("--memory-limit", type=_positive_int, help=f"memory cap, MiB (default {SPEC.memory_limit_mb})")
+    p.add_argument("--heartbeat", type=float, help=f"kill a worker silent this long as a hang, s (default "
+                                                   f"{SPEC.heartbeat_s:g}, or {SPEC.heartbeat_factor:g}x its median step)")
     p.add_argument("--stage", choices=("1", "2"), help="1: checks and a smoke run only (cascade); 2: full")
     p.add_argument("--seeds", type=_positive_int, default=1,
                    help="train N seeds (seed, seed+1, ...): per-seed scores, mean, std, 95%% CI")
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict:
     return {k: v for k, v in {"dataset": args.dataset, "seed": args.seed, "steps": args.steps,
                               "split": args.split, "val_tokens": args.val_tokens,
+                              "heartbeat_s": args.heartbeat,
                               "require_progressive": False if args.allow_uniform_top_k else None}.items()
             if v is not None}
 
@@ -91,7 +94,7 @@ def run_args(args: argparse.Namespace, candidate: str) -> dict:
 def write_shinka(result: dict, results_dir: str) -> None:
     """ShinkaEvolve's files: metrics.json (combined_score, public, private, text_feedback) and
     correct.json ({correct, error})."""
-    from .feedback import text_feedback
+    from .search.feedback import text_feedback
 
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)

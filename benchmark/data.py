@@ -281,3 +281,19 @@ def load_benchmark_data(spec, *, data_dir: Optional[str] = None,
     scored = load_tokens(spec.dataset, spec.split, spec.tokenizer, **common)
     return TokenData(train=train, eval=scored, eval_split=spec.split, tokenizer_sha256=tok_hash,
                      vocab_size=tokenizer.get_vocab_size())
+
+
+def train_windows(tokens: np.ndarray, steps: int, batch: int, seq_len: int, seed: int) -> np.ndarray:
+    """(steps, batch, seq_len + 1) int64 random contiguous windows from the evaluator's generator."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    starts = rng.integers(0, len(tokens) - seq_len - 1, size=(steps, batch))
+    return tokens[starts[..., None] + np.arange(seq_len + 1)].astype(np.int64)
+
+
+def eval_windows(tokens: np.ndarray, seq_len: int, max_targets: Optional[int]) -> tuple:
+    """Non-overlapping (inputs, targets) int64, each (n, seq_len); every target scored once."""
+    n = (len(tokens) - 1) // seq_len
+    if max_targets is not None:
+        n = min(n, max(1, max_targets // seq_len))
+    flat = tokens[: n * seq_len + 1].astype(np.int64)
+    return flat[:-1].reshape(n, seq_len), flat[1:].reshape(n, seq_len)

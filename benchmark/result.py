@@ -3,32 +3,85 @@
 Standard library only: the parent process (which never imports torch or the candidate) builds
 failure results too.
 
-Schema ``plasa-bench-result/1`` (one JSON object):
-  combined_score   float, 1 / val_ppl; 0.0 for any failure, never NaN
-  valid            bool, every check passed and a score was produced
-  official         bool, the official budget and data settings were used
-  val_loss, val_ppl, val_acc, train_loss   floats (absent on failure)
-  stage            where the run ended: static, load, build, budget, probe, train, validate, done
-  error, error_type  a one-line message and a short category (absent on success)
-  checks           [{name, passed, detail}] every integrity check run, with evidence on failure
-  timings          {total_s, train_s, validation_s, probes_s, data_s, build_s, step_ms_median,
-                    tokens_per_s, overhead_ms_per_step}
-  params           {total, embedding, non_embedding, flops_per_token}
-  layer_top_k      the candidate's declared per-layer k, or null
-  loss_curve       [[step, mean train loss of the last 100 steps], ...] every 100 steps
-  candidate        {sha256, path}
-  spec_version, seed, dataset, split, tokenizer, precision, device, steps
-  environment      {torch, python, threads, cpu, device_name}
-  spec             the full spec used
-  traceback        tail of the worker's traceback on failure
+The schema is :class:`Result` below: every key a result may carry, typed and documented. Every
+number in it is the judge's (computed in a process that never imports the candidate), except
+those marked "reported": a worker's declarations, shown for feedback and checked where the judge
+can observe them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 
-SCHEMA = "plasa-bench-result/1"
+SCHEMA = "plasa-bench-result/2"
+
+
+class Result(TypedDict, total=False):
+    """One evaluation's result (JSON object)."""
+
+    schema: str              # "plasa-bench-result/2"
+    combined_score: float    # 1 / val_ppl; 0.0 for any failure, never NaN
+    valid: bool              # every check passed and a score was produced
+    official: bool           # the official budget and data settings, full mode
+    val_loss: float          # mean cross-entropy (nats) over every validation target token
+    val_ppl: float           # exp(val_loss)
+    val_acc: float           # top-1 accuracy over the same tokens
+    train_loss: float        # reported: mean training loss of the last 100 steps
+    loss_curve: list         # reported: [[step, mean training loss]] every 100 steps
+    steps_completed: int     # training steps the worker reported
+    step_ms_median: float    # median wall time of a training step, between heartbeats
+    param_count: int         # = params.total
+    params: dict             # {total, embedding, non_embedding: elements of the trained state;
+                             #  flops_per_token: reported eval forward FLOPs / T;
+                             #  step_flops: reported FLOPs of one training step}
+    layer_top_k: Any         # reported: the candidate's declared k per layer
+    stage: str               # where it ended: cli, static, load, build, budget, probe, train,
+                             # save, load_state, replay, validate, done
+    error: str               # first line of the failure message
+    error_type: str          # short failure category (static_check, hang, causality_eval ...)
+    error_detail: str        # the whole failure message when it has several lines
+    traceback: str           # tail of the candidate's traceback
+    log_tail: str            # tail of the worker's stdout and stderr on failure
+    checks: list             # [{name, passed, detail}] every check run, with evidence
+    timings: dict            # seconds unless named: total_s, data_s, build_s, probes_s, train_s,
+                             # validation_s, judge_scoring_s, second_process_s, step_ms_median,
+                             # cpu_ms_per_step, tokens_per_s, wall_s
+    candidate: dict          # {sha256, path}
+    evaluator: str           # hash of the benchmark package's sources that produced this result
+    spec_version: str
+    spec: dict               # the whole spec used
+    seed: int
+    dataset: str
+    split: str
+    tokenizer: str
+    steps: int
+    mode: str                # full or stage1
+    precision: str           # bf16 or fp32 (chosen by the judge for this machine)
+    device: str
+    environment: dict        # {torch, python, threads, cpu, device, device_name}
+    sandbox: str             # what confined the workers (Landlock version, or none)
+    probe_seed: str          # the OS randomness behind this run's probes (hex), for reproduction
+    peak_rss_mb: float       # the workers' peak resident memory
+    cached: bool             # served from the results cache
+    # --seeds N (benchmark.analysis.multiseed)
+    seeds: list              # per-seed summaries
+    n_seeds: int
+    combined_score_std: float
+    combined_score_ci95: list
+    val_loss_std: float
+    val_loss_ci95: list
+    val_ppl_std: float
+    val_ppl_ci95: list
+    val_acc_std: float
+    val_acc_ci95: list
+    train_loss_std: float
+    train_loss_ci95: list
+
+
+def undeclared_keys(result: dict) -> list:
+    """Keys of `result` that :class:`Result` does not declare (a test keeps this empty)."""
+    return sorted(set(result) - set(Result.__annotations__))
 METRIC_KEYS = ("val_loss", "val_ppl", "val_acc", "train_loss")
 
 
@@ -78,3 +131,14 @@ def sanitize_score(value: Any) -> float:
 
 def failed_checks(result: dict) -> list:
     return [c for c in result.get("checks", []) if not c.get("passed")]
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become None (json would write NaN, which is not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value

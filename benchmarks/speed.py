@@ -1,24 +1,27 @@
-"""Speed of an evaluation of the reference candidate, measured in one process.
+"""Speed of an evaluation of the reference candidate on this machine.
 
 Prints (and with --output writes as JSON):
-  step_ms             median training step of the evaluator's loop (bf16 where supported)
-  dense_step_ms       the same for a dense causal model of the same sizes (schedule
-                      dense_baseline): the indexer and top-k overhead is step_ms / dense_step_ms
-  loop_step_ms, bare_step_ms   the evaluator's loop and a minimal hand-written loop doing the same
-                      work, alternating on one model: the evaluator's own overhead per step is
-                      their difference
-  step_flops, peak_gflops, physical_ratio   FLOPs of one training step (FlopCounterMode,
-                      forward + backward) over a matmul peak measured here: step_ms / ideal_ms
-  validation_s        one pass over the whole validation split, hidden probe batch included
-  full_run_estimate_s 1000 steps x step_ms + validation + data/build/probe set-up
+  step_ms, dense_step_ms    median training step of the evaluator's loop, PLASA and dense schedules
+  loop_step_ms, bare_step_ms   the evaluator's loop and a minimal hand-written loop, alternating on
+                            one model: the evaluator's own overhead per step is their difference
+  step_flops, peak_gflops, physical_ratio   FLOPs of one training step over a matmul peak
+                            measured here: step_ms / ideal_ms
+  judge: a real evaluation through the judge (evaluate_file, --eval-steps steps, the whole
+  validation split) and where its time goes: data, build, training, validation, probes, the
+  second (scoring) process, the judge's scoring of the handed-over logits, and the hand-over copy
+  (measured here: one memcpy of each batch's logits into shared memory). judge_extra_s is what the
+  judge design adds to an evaluation (second process + hand-over copies + hidden probe batches +
+  replay), judge_extra_fraction that over the official evaluation's estimated wall time.
 
-    python benchmarks/speed.py [--steps 150] [--precision bf16|fp32] [--output speed.json]
+    python benchmarks/speed.py [--steps 150] [--eval-steps 100] [--precision bf16|fp32] [--output speed.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import mmap
 import statistics
 import sys
 import time
@@ -28,14 +31,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmark import guard  # noqa: E402  (captured before any candidate import)
-from benchmark.candidate import import_candidate, split_output  # noqa: E402
-from benchmark.data import load_benchmark_data  # noqa: E402
-from benchmark.evaluation import tune_allocator  # noqa: E402
-from benchmark.probes import HiddenProbes  # noqa: E402
+from benchmark.data import eval_windows, load_benchmark_data, train_windows  # noqa: E402
+from benchmark.judge.runner import evaluate_file  # noqa: E402
+from benchmark.judge.scoring import resolve_precision  # noqa: E402
 from benchmark.spec import SPEC  # noqa: E402
-from benchmark.train import (default_optimizer, eval_windows, loss_of, resolve_runtime,  # noqa: E402
-                             train, train_windows, validate)
+from benchmark.worker import guard  # noqa: E402  (captured before any candidate import)
+from benchmark.worker.candidate import import_candidate, split_output  # noqa: E402
+from benchmark.worker.serve import tune_allocator  # noqa: E402
+from benchmark.worker.train import Runtime, default_optimizer, loss_of, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WARMUP = 10
@@ -48,10 +51,11 @@ def build(module, schedule: str, device):
                              n_heads=cfg.n_heads, max_seq_len=cfg.max_seq_len, schedule=schedule).to(device)
 
 
-def evaluator_step_ms(module, schedule, windows, rt) -> float:
-    model = build(module, schedule, rt.device)
-    stats = train(model, default_optimizer(model, SPEC, rt.device), None, windows, SPEC, rt, progress=False)
-    return 1000 * statistics.median(stats.step_times[WARMUP:])
+def loop_times(model, opt, windows, rt) -> list:
+    """The evaluator's loop; step times from its heartbeats."""
+    stamps = []
+    train(model, opt, None, windows, SPEC, rt, lambda step, loss, flops: stamps.append(time.perf_counter()))
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def bare_steps(model, opt, windows, rt) -> list:
@@ -71,13 +75,18 @@ def bare_steps(model, opt, windows, rt) -> list:
     return times
 
 
+def step_ms(module, schedule, windows, rt) -> float:
+    model = build(module, schedule, rt.device)
+    return 1000 * statistics.median(loop_times(model, default_optimizer(model, SPEC), windows, rt)[WARMUP:])
+
+
 def overhead(module, windows, rt, rounds: int = 4) -> tuple:
     """(evaluator ms, bare ms): alternating rounds on one model, so drift hits both alike."""
     model = build(module, "progressive_sparse", rt.device)
-    opt = default_optimizer(model, SPEC, rt.device)
+    opt = default_optimizer(model, SPEC)
     ours, bare = [], []
     for _ in range(rounds):
-        ours += train(model, opt, None, windows, SPEC, rt, progress=False).step_times[WARMUP:]
+        ours += loop_times(model, opt, windows, rt)[WARMUP:]
         bare += bare_steps(model, opt, windows, rt)[WARMUP:]
     return 1000 * statistics.median(ours), 1000 * statistics.median(bare)
 
@@ -86,71 +95,95 @@ def step_flops(module, windows, device) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build(module, "progressive_sparse", device)
+    opt = default_optimizer(model, SPEC)
     with FlopCounterMode(display=False) as counter:
         logits, aux = split_output(model(windows[0, :, :-1]))
         (loss_of(logits, windows[0, :, 1:]) + aux).backward()
+        opt.step()
     return int(counter.get_total_flops())
 
 
-def peak_gflops(rt, size: int = 2048, reps: int = 20) -> float:
-    dtype = torch.bfloat16 if rt.precision == "bf16" else torch.float32
-    a = torch.randn(size, size, device=rt.device, dtype=dtype)
-    b = torch.randn(size, size, device=rt.device, dtype=dtype)
+def peak_gflops(precision: str, size: int = 2048, reps: int = 20) -> float:
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(3):
         a @ b
-    rt.sync()
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
-    rt.sync()
     return 2 * size ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def handover_s(precision: str, batches: int) -> float:
+    """One copy of a validation batch's logits into a shared-memory mapping, times `batches`."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    logits = torch.randn(SPEC.val_batch_size, SPEC.seq_len, SPEC.vocab_size).to(dtype)
+    buf = mmap.mmap(-1, logits.numel() * logits.element_size())
+    out = torch.frombuffer(buf, dtype=dtype, count=logits.numel())
+    out.copy_(logits.reshape(-1))  # first touch
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        out.copy_(logits.reshape(-1))
+        times.append(time.perf_counter() - t0)
+    del out
+    buf.close()
+    return statistics.median(times) * batches
+
+
+def judge_report(eval_steps: int, precision: str, step_ms_measured: float, n_windows: int) -> dict:
+    result = evaluate_file(str(REPO / "initial_program.py"), overrides={"steps": eval_steps},
+                           precision=precision, progress=False, use_cache=False)
+    if not result.get("valid"):
+        raise SystemExit(f"the reference failed: {result.get('error')}")
+    t = result["timings"]
+    n_val = math.ceil(n_windows / SPEC.val_batch_size)
+    n_probe = math.ceil((SPEC.probe_causal_rows + SPEC.probe_repeat_rows) / SPEC.val_batch_size)
+    forward_s = (t["validation_s"] - t["judge_scoring_s"]) / (n_val + n_probe)
+    copy_s = handover_s(result["precision"], n_val + n_probe)
+    official_s = t["wall_s"] + (SPEC.steps - eval_steps) * step_ms_measured / 1000
+    extra = t["second_process_s"] + copy_s + n_probe * forward_s
+    stages = {k: t.get(k) for k in ("data_s", "build_s", "train_s", "probes_s", "second_process_s",
+                                    "validation_s", "judge_scoring_s", "wall_s")}
+    return {"judge_eval_steps": eval_steps, **{f"judge_{k}": v for k, v in stages.items()},
+            "judge_val_ppl": result["val_ppl"], "judge_handover_copy_s": copy_s,
+            "judge_probe_batches_s": n_probe * forward_s, "official_estimate_s": official_s,
+            "judge_extra_s": extra, "judge_extra_fraction": extra / official_s,
+            "validation_fraction": t["validation_s"] / official_s}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--eval-steps", type=int, default=100, help="steps of the judged evaluation")
     parser.add_argument("--precision", choices=("bf16", "fp32"))
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--output")
     args = parser.parse_args()
 
     tune_allocator()
-    rt = resolve_runtime(args.device, args.precision)
-    t0 = time.perf_counter()
+    precision = resolve_precision("cpu", args.precision)
+    rt = Runtime(torch.device("cpu"), precision)
     data = load_benchmark_data(SPEC)
     module = import_candidate(str(REPO / "initial_program.py"), "reference_candidate")
-    setup_s = time.perf_counter() - t0
-    windows = train_windows(data.train, args.steps, SPEC.batch_size, SPEC.seq_len, SPEC.seed).to(rt.device)
+    windows = torch.from_numpy(train_windows(data.train, args.steps, SPEC.batch_size, SPEC.seq_len, SPEC.seed))
 
-    report = {"precision": rt.precision, "device": str(rt.device), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "steps_timed": args.steps - WARMUP}
-    report["step_ms"] = evaluator_step_ms(module, "progressive_sparse", windows, rt)
-    report["dense_step_ms"] = evaluator_step_ms(module, "dense_baseline", windows, rt)
+    report = {"precision": precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "steps_timed": args.steps - WARMUP}
+    report["step_ms"] = step_ms(module, "progressive_sparse", windows, rt)
+    report["dense_step_ms"] = step_ms(module, "dense_baseline", windows, rt)
     report["sparse_over_dense"] = report["step_ms"] / report["dense_step_ms"]
     loop_ms, bare_ms = overhead(module, windows[: max(WARMUP + 20, args.steps // 3)], rt)
     report["loop_step_ms"], report["bare_step_ms"] = loop_ms, bare_ms
     report["overhead_ms_per_step"] = loop_ms - bare_ms
-    report["overhead_fraction"] = report["overhead_ms_per_step"] / loop_ms
     report["step_flops"] = step_flops(module, windows, rt.device)
-    report["peak_gflops"] = peak_gflops(rt)
-    ideal_ms = report["step_flops"] / (report["peak_gflops"] * 1e9) * 1000
-    report["ideal_step_ms"] = ideal_ms
-    report["physical_ratio"] = report["step_ms"] / ideal_ms
-
-    model = build(module, "progressive_sparse", rt.device)
-    val_x, val_y = eval_windows(data.eval, SPEC.seq_len, None)
-    import numpy as np
-
-    hidden = HiddenProbes(val_x, SPEC.val_batch_size, SPEC.probe_windows, SPEC.probe_vocab_columns,
-                          SPEC.vocab_size, np.random.default_rng(0))
-    vstats = validate(model, val_x, val_y, SPEC, rt, probes=hidden, progress=False)
-    report["validation_s"] = vstats.validation_s
-    report["validation_tokens"] = vstats.count
-    report["setup_s"] = setup_s
-    report["full_run_estimate_s"] = SPEC.steps * report["step_ms"] / 1000 + vstats.validation_s + setup_s
+    report["peak_gflops"] = peak_gflops(precision)
+    report["ideal_step_ms"] = report["step_flops"] / (report["peak_gflops"] * 1e9) * 1000
+    report["physical_ratio"] = report["step_ms"] / report["ideal_step_ms"]
+    n_windows = len(eval_windows(data.eval, SPEC.seq_len, None)[0])
+    report.update(judge_report(args.eval_steps, args.precision, report["step_ms"], n_windows))
 
     for key, value in report.items():
-        print(f"{key:>22}: {value:.4g}" if isinstance(value, float) else f"{key:>22}: {value}")
+        print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
 

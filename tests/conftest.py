@@ -18,6 +18,16 @@ DATA_DIR = Path(os.environ.get("PLASA_DATA_DIR", SHARED_DATA))
 TOKENIZER_DIR = Path(os.environ.get("PLASA_TOKENIZER_DIR", SHARED_DATA))
 # The tiny budget of CLI tests: a few steps and one validation batch.
 TINY = ["--steps", "3", "--val-tokens", "4096", "--quiet"]
+# The same budget for in-process evaluations (evaluate_file), with one hidden probe batch.
+TINY_OVERRIDES = {"steps": 3, "val_tokens": 4096, "probe_causal_rows": 31, "probe_repeat_rows": 1}
+
+
+def evaluate_tiny(path, overrides=None, **kwargs) -> dict:
+    """The judge's evaluate_file on `path` under the tiny budget, uncached, quiet."""
+    from benchmark.judge.runner import evaluate_file
+
+    return evaluate_file(str(path), overrides=dict(TINY_OVERRIDES, **(overrides or {})), progress=False,
+                         use_cache=False, **kwargs)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +40,13 @@ def data_env(tmp_path_factory):
     os.environ["PLASA_TOKENIZER_DIR"] = str(TOKENIZER_DIR)
     os.environ["PLASA_CACHE_DIR"] = os.environ.get("PLASA_TEST_CACHE_DIR") or str(
         tmp_path_factory.mktemp("cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `pytest -n 2` on 2 cores: one thread per evaluation, or OpenMP threads spin against
+        # each other (a step ran 40x slower with two 2-thread evaluations on 2 cores)
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
     yield
     for key, value in saved.items():
         if value is None:

@@ -13,7 +13,7 @@ import pytest
 
 from benchmark import data
 from benchmark.spec import SPEC
-from benchmark.train import eval_windows, train_windows
+from benchmark.data import eval_windows, train_windows
 from tests.conftest import REPO
 
 
@@ -86,9 +86,9 @@ def test_train_and_validation_are_disjoint_and_windows_do_not_overlap():
     inputs, targets = eval_windows(valid, SPEC.seq_len, None)
     n = (len(valid) - 1) // SPEC.seq_len
     assert inputs.shape == targets.shape == (n, SPEC.seq_len)
-    flat = inputs.reshape(-1).numpy()
+    flat = inputs.reshape(-1)
     assert np.array_equal(flat, valid[: n * SPEC.seq_len])  # consecutive, non-overlapping
-    assert np.array_equal(targets.reshape(-1).numpy(), valid[1: n * SPEC.seq_len + 1])
+    assert np.array_equal(targets.reshape(-1), valid[1: n * SPEC.seq_len + 1])
 
 
 def test_train_windows_come_from_the_evaluator_generator():

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from benchmark import stats
+from benchmark.analysis import stats
 from benchmark.experiments import gdn, models, studies
 from benchmark.spec import SPEC
 from tests.conftest import REPO

@@ -150,14 +150,28 @@ def test_batch_independence_and_no_state(reference):
     assert torch.equal(logits(model, ids), batch), "train and eval mode differ without dropout"
 
 
-def test_parameter_count_matches_spec(reference):
-    from benchmark.model_checks import flops_per_token, parameter_counts
-    from benchmark.spec import SPEC
+def test_parameter_count_and_flops_match_spec(reference):
+    """The spec's reference figures are what the judge measures of initial_program.py: elements of
+    the state dict, eval forward FLOPs per token, and the FLOPs of one whole training step."""
+    from torch.utils.flop_counter import FlopCounterMode
 
+    from benchmark.judge.budget import parameter_counts
+    from benchmark.spec import SPEC
+    from benchmark.worker.train import default_optimizer, loss_of
+
+    torch.manual_seed(SPEC.seed)
     model = reference.build_model(SPEC.model_config())
-    counts = parameter_counts(model, SPEC.vocab_size)
+    counts = parameter_counts(model.state_dict(), SPEC.vocab_size)
     assert counts["total"] == SPEC.reference_params == 14_307_968
-    assert counts["embedding"] == SPEC.vocab_size * SPEC.hidden_size
-    with torch.no_grad():
-        flops = flops_per_token(lambda x: model(x)[0], SPEC.seq_len, torch.device("cpu"))
-    assert flops == SPEC.reference_flops_per_token
+    assert counts["embedding"] == 2 * SPEC.vocab_size * SPEC.hidden_size  # embedding + untied head
+    ids = torch.randint(0, SPEC.vocab_size, (SPEC.batch_size, SPEC.seq_len + 1))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(ids[:1, :-1])
+    assert counter.get_total_flops() // SPEC.seq_len == SPEC.reference_flops_per_token
+    model.train()
+    optimizer = default_optimizer(model, SPEC)
+    with FlopCounterMode(display=False) as counter:
+        logits, aux = model(ids[:, :-1])
+        (loss_of(logits, ids[:, 1:]) + aux).backward()
+        optimizer.step()
+    assert counter.get_total_flops() == SPEC.reference_step_flops

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmark import compare, stats
+from benchmark.analysis import compare, stats
 from tests.conftest import REPO, TINY, run_cli
 
 REFERENCE = str(REPO / "initial_program.py")

@@ -132,7 +132,7 @@ def experiment_candidate(pattern: str, schedule: str = "progressive_sparse",
 
     def configure_optimizer(model, config):
         from ..spec import SPEC
-        from ..train import default_param_groups
+        from ..worker.train import default_param_groups
 
         return WarmupAdamW(model, default_param_groups(model, SPEC), lr=SPEC.lr, betas=tuple(SPEC.betas))
 

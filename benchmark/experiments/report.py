@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import stats
+from ..analysis import stats
 from ..fsutil import atomic_write
-from ..plotting import line_styles, loss_band
+from ..analysis.plotting import line_styles, loss_band
 
 
 def load_runs(folder: Path, row: str) -> list:

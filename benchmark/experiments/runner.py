@@ -1,7 +1,7 @@
 """`python -m benchmark experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR]
 [--rows A,B] [--executor local|ray] [--address ADDR]`
 
-Every run is an ordinary evaluation (benchmark.runner.evaluate_file: isolated worker, the
+Every run is an ordinary evaluation (benchmark.judge.runner.evaluate_file: sandboxed workers, the
 evaluator's training loop, every probe) of a generated candidate file, and writes one result JSON
 (the evaluator's schema) to OUT/STUDY/runs/ROW/seedS.json. Existing results are kept, so an
 interrupted study resumes where it stopped. Runs go to a local pool of `workers` evaluations (each
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..fsutil import atomic_write
-from ..runner import CANCEL, REPO_ROOT, evaluate_file
+from ..judge.runner import CANCEL, REPO_ROOT, evaluate_file
 from ..spec import SPEC
 from . import report, studies
 from .models import candidate_source

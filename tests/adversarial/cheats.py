@@ -89,7 +89,7 @@ CHEATS = {
         "monkey-patches torch through an alias the static check cannot see",
         append="\n_functional = torch.nn.functional\n"
                "_functional.log_softmax = lambda x, dim=-1, **k: x - x\n",
-        stage="build", error_type="tamper"),
+        error_type="tamper"),
     "read_validation_file": Cheat(
         "reads the validation split from disk",
         append="\n_leak = open('wiki.valid.tokens').read()\n", stage="static", error_type="static_check"),
@@ -116,10 +116,11 @@ CHEATS = {
         "a much wider MLP", edits=(("MLP_WIDTH = 512 ", "MLP_WIDTH = 4096 "),),
         stage="budget", checks=("param_budget",)),
     "more_compute": Cheat(
-        "runs every block five times: same parameters, 5x the compute of the blocks",
+        "runs every block and the output layer several times: same parameters, more compute",
         edits=(("            x, block_aux = block(x, cos, sin)",
                 "            for _ in range(5):\n"
-                "                x, block_aux = block(x, cos, sin)"),),
+                "                x, block_aux = block(x, cos, sin)"),
+               (FORWARD_END, "        h = self.norm(x)\n        for _ in range(3):\n            h = h + 0.0 * self.lm_head(h)[..., :1]\n" + FORWARD_END)),
         stage="budget", checks=("flops_budget",)),
     "uniform_top_k": Cheat(
         "declares one k for every layer", edits=(('SCHEDULE = "progressive_sparse"', 'SCHEDULE = "uniform_sparse"'),),
@@ -139,11 +140,11 @@ CHEATS = {
         stage="train", error_type="non_finite_loss"),
     "infinite_loop": Cheat(
         "hangs at import", append="\nwhile True:\n    pass\n",
-        stage="load", error_type="timeout", cli_args=("--time-limit", "20")),
+        stage="build", error_type="hang", cli_args=("--heartbeat", "8")),
     "memory_bomb": Cheat(
         "allocates far more memory than the cap while building",
         edits=(("    return PLASAModel(", "    hoard = [torch.ones(2 ** 28) for _ in range(64)]\n    return PLASAModel("),),
-        stage="build", error_type="memory_limit", cli_args=("--memory-limit", "3000")),
+        error_type="memory_limit", cli_args=("--memory-limit", "3000")),
     "wrong_output_shape": Cheat(
         "returns logits without the batch dimension",
         edits=((FORWARD_END, "        return self.lm_head(self.norm(x))[0], aux"),),
@@ -155,6 +156,124 @@ CHEATS = {
         append="\ndel build_model\n", stage="build", error_type="missing_entry_point"),
     "syntax_error": Cheat("does not parse", append="\ndef broken(:\n", stage="static",
                           error_type="static_check"),
+    # ---- Integrity v2, one or more per class of issue 15 -------------------------------------
+    # 1. tampering in process: the worker's own code is rewritten through objects reachable from
+    #    torch (torch.sys.modules); the judge computes from the handed-over logits regardless.
+    "tamper_handover_leak": Cheat(
+        "rewrites the worker's forward (reached through torch.sys.modules) to add the next "
+        "token's one-hot to the logits it hands over: a leak outside the model",
+        append=("\n_serve = torch.sys.modules.get('benchmark.worker.serve')\n"
+                "if _serve is not None:\n"
+                "    _orig = _serve.forward_logits\n"
+                "    def _leaky(model, x, *a, **k):\n"
+                "        out = _orig(model, x, *a, **k)\n"
+                "        nxt = torch.roll(x, -1, dims=1)\n"
+                "        return out + 30.0 * F.one_hot(nxt, out.shape[-1]).to(out.dtype)\n"
+                "    _serve.forward_logits = _leaky\n"),
+        stage="probe", checks=("untrained:causality",)),
+    "forge_channel_message": Cheat(
+        "writes a finished result to the worker's channel (its fd found through torch.sys.argv)",
+        append=("\n_fd = int(torch.sys.argv[1])\n"
+                "torch.os.write(_fd, b'{\"type\": \"result\", \"error\": \"combined_score 0.9\"}\\n')\n"),
+        error_type="protocol_error"),
+    "patch_log_softmax_via_setattr": Cheat(
+        "replaces torch's log_softmax with setattr and a computed name (no literal to match)",
+        append=("\n_name = 'log' + '_softmax'\n"
+                "setattr(torch.nn.functional, _name, lambda x, dim=-1, **k: x - x)\n"),
+        error_type="tamper"),
+    # 2. predictable probes: leaks only where the old, seed-derived probes never looked
+    "leak_in_large_batches": Cheat(
+        "peeks at the next token only in batches of 16 or more rows (validation-sized), so the "
+        "small fp32 probe batches see an honest model",
+        edits=(("        x = self.embed(input_ids)                                                   # (B, T, C)",
+                "        x = self.embed(input_ids)\n"
+                "        if input_ids.shape[0] >= 16:\n"
+                "            x = x + 0.5 * torch.roll(x, shifts=-1, dims=1)"),),
+        stage="probe", checks=("probe:causality_eval",)),
+    # 3. scale-sensitive comparison: a leak hidden under a huge per-position constant
+    "leak_under_large_constant": Cheat(
+        "a next-token leak plus a large per-position constant (softmax ignores it) that inflated "
+        "the old relative tolerance",
+        edits=((FORWARD_END,
+                "        logits = self.lm_head(self.norm(x))\n"
+                "        nxt = torch.roll(input_ids, -1, dims=1)\n"
+                "        logits = logits + 2.0 * F.one_hot(nxt, logits.shape[-1]).to(logits.dtype)\n"
+                "        logits = logits + 1e4 * torch.arange(T, device=logits.device).to(logits.dtype)[None, :, None]\n"
+                "        return logits, aux"),),
+        stage="probe", checks=("untrained:causality",)),
+    "small_leak_in_large_batches": Cheat(
+        "a leak too small for a per-entry tolerance (+0.05 nats on the next token), in "
+        "validation-sized batches only: the mean-gain statistic must see it",
+        edits=((FORWARD_END,
+                "        logits = self.lm_head(self.norm(x))\n"
+                "        if input_ids.shape[0] >= 16:\n"
+                "            nxt = torch.roll(input_ids, -1, dims=1)\n"
+                "            logits = logits + 0.05 * F.one_hot(nxt, logits.shape[-1]).to(logits.dtype)\n"
+                "        return logits, aux"),),
+        stage="probe", checks=("probe:causality_eval",)),
+    # 4. state outside parameters and buffers
+    "python_list_state": Cheat(
+        "carries a summary of earlier eval batches in a Python list (no tensor attribute to see)",
+        edits=((FORWARD_END,
+                "        if not self.training:\n"
+                "            _HISTORY.append(x.detach().mean().item())\n"
+                "            x = x + 0.1 * sum(_HISTORY[-4:])\n" + FORWARD_END),),
+        append="\n_HISTORY = []\n", stage="probe", checks=("untrained:batch_independence",)),
+    "closure_state_in_large_batches": Cheat(
+        "a closure counter that changes validation-sized batches' outputs over the run",
+        edits=((FORWARD_END,
+                "        if input_ids.shape[0] >= 16:\n"
+                "            _tick()\n"
+                "            x = x + 0.01 * (_tick.count % 7)\n" + FORWARD_END),),
+        append=("\ndef _make_tick():\n    def tick():\n        tick.count += 1\n    tick.count = 0\n    return tick\n\n\n"
+                "_tick = _make_tick()\n"),
+        stage="probe", checks=("probe:batch_independence",)),
+    "trained_state_outside_state_dict": Cheat(
+        "learns a unigram table during training in a plain tensor attribute (not a buffer) and "
+        "adds it to the logits: it would be lost by a fresh process",
+        edits=((FORWARD_END,
+                "        logits = self.lm_head(self.norm(x))\n"
+                "        if self.training:\n"
+                "            if not hasattr(self, 'table'):\n"
+                "                self.table = torch.zeros(logits.shape[-1])\n"
+                "            self.table += torch.bincount(input_ids.reshape(-1), minlength=logits.shape[-1]).float()\n"
+                "        elif hasattr(self, 'table'):\n"
+                "            logits = logits + 0.01 * torch.log1p(self.table).to(logits.dtype)\n"
+                "        return logits, aux"),),
+        stage="probe", checks=("probe:replay",)),
+    # 5. work beyond the budget
+    "optimizer_extra_passes": Cheat(
+        "an optimizer whose step() runs three extra forward/backward passes on the last batch",
+        edits=(("        x = self.embed(input_ids)                                                   # (B, T, C)",
+                "        if self.training:\n"
+                "            self.last_ids = input_ids\n"
+                "        x = self.embed(input_ids)"),),
+        append=("\n\nclass ExtraAdamW(torch.optim.AdamW):\n"
+                "    def __init__(self, model):\n"
+                "        super().__init__(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)\n"
+                "        self.model = model\n\n"
+                "    def step(self, closure=None):\n"
+                "        super().step()\n"
+                "        for _ in range(3):\n"
+                "            ids = self.model.last_ids\n"
+                "            logits, aux = self.model(ids[:, :-1])\n"
+                "            loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())\n"
+                "            self.zero_grad()\n"
+                "            (loss + aux).backward()\n"
+                "            super().step()\n\n\n"
+                "def configure_optimizer(model, config):\n    return ExtraAdamW(model)\n"),
+        stage="budget", checks=("flops_budget",)),
+    "train_only_blocks": Cheat(
+        "runs every block four times in training only (eval-mode FLOPs look like the reference's)",
+        edits=(("            x, block_aux = block(x, cos, sin)",
+                "            for _ in range(4 if self.training else 1):\n"
+                "                x, block_aux = block(x, cos, sin)"),),
+        stage="budget", checks=("flops_budget",)),
+    # 6. hangs
+    "hang_in_eval": Cheat(
+        "loops forever in eval mode (the first probe), fine in training",
+        edits=((FORWARD_END, "        while not self.training:\n            pass\n" + FORWARD_END),),
+        error_type="hang", cli_args=("--heartbeat", "8")),
 }
 
 # Honest variants: must pass (no false positives).

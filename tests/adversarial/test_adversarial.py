@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.adversarial.cheats import CHEATS, HONEST, write
-from tests.conftest import TINY, run_cli
+from tests.conftest import evaluate_tiny
+
+FLAGS = {"--heartbeat": ("overrides", "heartbeat_s"), "--memory-limit": ("kwargs", "memory_limit_mb"),
+         "--time-limit": ("kwargs", "time_limit_s")}
 
 
 def _evaluate(name, tmp_path, extra=()):
-    path = write(name, tmp_path)
-    return run_cli(str(path), *TINY, *extra)
+    """(exit code as the CLI would give it, result) of the judge on one candidate."""
+    overrides, kwargs = {}, {}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        where, key = FLAGS[flag]
+        (overrides if where == "overrides" else kwargs)[key] = float(value) if key != "memory_limit_mb" else int(value)
+    result = evaluate_tiny(write(name, tmp_path), overrides, **kwargs)
+    return (0 if result["valid"] else 1), result, ""
+
+
+@pytest.fixture(scope="module")
+def honest_tiny_result(tmp_path_factory):
+    return _evaluate("reference", tmp_path_factory.mktemp("honest"))[1]
 
 
 @pytest.mark.parametrize("name", sorted(CHEATS))
 def test_cheat_is_caught(name, tmp_path, honest_tiny_result):
     cheat = CHEATS[name]
-    code, result, stderr = _evaluate(name, tmp_path, cheat.cli_args)
+    code, result, _ = _evaluate(name, tmp_path, cheat.cli_args)
     if cheat.neutralized:
         assert code == 0 and result["valid"], result.get("error")
         assert result["combined_score"] == honest_tiny_result["combined_score"]
         assert result["val_loss"] == honest_tiny_result["val_loss"]
         return
-    assert code == 1, stderr[-2000:]
-    assert result["combined_score"] == 0.0 and result["valid"] is False
-    assert "FAILED" in stderr.splitlines()[-1]
+    assert code == 1, (result.get("combined_score"), [c for c in result["checks"] if not c["passed"]])
+    assert result["combined_score"] == 0.0 and result["valid"] is False and result["error"]
     if cheat.stage:
         assert result["stage"] == cheat.stage, (result["stage"], result["error"])
     if cheat.error_type:
@@ -38,16 +52,20 @@ def test_cheat_is_caught(name, tmp_path, honest_tiny_result):
 
 @pytest.mark.parametrize("name", sorted(HONEST))
 def test_honest_variant_passes(name, tmp_path):
-    code, result, stderr = _evaluate(name, tmp_path)
+    code, result, _ = _evaluate(name, tmp_path)
     assert code == 0, (result.get("error"), [c for c in result["checks"] if not c["passed"]])
     assert result["valid"] and result["combined_score"] > 0
     assert all(c["passed"] for c in result["checks"])
 
 
-def test_causality_evidence_names_positions(tmp_path):
+def test_leak_evidence_is_actionable_and_keeps_probe_secrets(tmp_path):
     code, result, _ = _evaluate("leak_topk_over_masked_row", tmp_path)
-    detail = next(c["detail"] for c in result["checks"] if not c["passed"])
-    assert "future leak" in detail and "changed by" in detail and "only the tokens after position" in detail
+    failed = [c for c in result["checks"] if not c["passed"]]
+    detail = failed[0]["detail"]
+    assert "future leak" in detail and "nats" in detail and "masks future positions" in detail
+    # no cut position, column or window index a search could collect across runs
+    assert not re.search(r"(position|column|window|cut) \d", detail), detail
+    assert re.fullmatch(r"[0-9a-f]{32}", result["probe_seed"])
 
 
 def test_every_cheat_edit_applies():

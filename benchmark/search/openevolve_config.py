@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .spec import SPEC
+from ..spec import SPEC
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROPOSAL = REPO / "initial_proposal.txt"
 # OpenEvolve's own timeout must exceed the evaluator's hard limit, so ours fires first (an
 # OpenEvolve timeout cannot stop the thread running evaluate()).

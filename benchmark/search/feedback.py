@@ -6,7 +6,7 @@ piece is kept well under OpenEvolve's 20 KB artifact limit.
 
 from __future__ import annotations
 
-from .result import failed_checks
+from ..result import failed_checks
 
 MAX_CHARS = 4000
 

@@ -16,8 +16,8 @@ import os
 import traceback
 
 from .feedback import artifacts
-from .result import sanitize_score
-from .runner import evaluate_file
+from ..result import sanitize_score
+from ..judge.runner import evaluate_file
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .result import EvalFailure, check
+from ..result import EvalFailure, check
 
 
 

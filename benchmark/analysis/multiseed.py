@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from . import stats
-from .runner import evaluate_file
-from .spec import Spec
+from ..judge.runner import evaluate_file
+from ..spec import Spec
 
 SEED_FIELDS = ("seed", "valid", "combined_score", "val_loss", "val_ppl", "val_acc", "train_loss",
                "error", "error_type", "stage", "cached", "loss_curve")

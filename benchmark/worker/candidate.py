@@ -3,8 +3,10 @@
 Contract: the module defines ``build_model(config) -> nn.Module`` (or a ``PLASAModel`` class taking
 ``vocab_size, hidden_size, n_layers, n_heads, max_seq_len`` keywords), optionally
 ``configure_optimizer(model, config)`` and ``lr_lambda(step)``. ``model(input_ids)`` returns logits
-(B, T, V), ``(logits, aux_loss)`` or an object with ``.logits`` and optional ``.aux_loss``;
-a ``.loss`` is ignored.
+(B, T, V); a plain tuple or list ``(logits, aux_loss)``; a mapping with a ``"logits"`` key; a named
+tuple or any object with a ``logits`` field (Hugging Face style). ``aux_loss`` (key or field, or
+the second item of a plain tuple) is a scalar tensor, a Python number or None; a ``loss`` is
+ignored. Named tuples are read by field name, never by position.
 """
 
 from __future__ import annotations
@@ -13,17 +15,30 @@ import importlib.util
 import sys
 import traceback
 from types import ModuleType
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 import torch
 
-from .result import EvalFailure
-from .spec import ModelConfig
+from ..result import EvalFailure
+from ..spec import ModelConfig
 
 
 def tail_traceback(exc: BaseException, limit: int = 4000) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return text[-limit:]
+
+
+def raised_in_candidate(exc: BaseException, path: str) -> bool:
+    """True when a frame of `exc`'s traceback runs the candidate file (its fault, not ours)."""
+    target = str(path)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == target:
+            return True
+        tb = tb.tb_next
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and raised_in_candidate(cause, path)
 
 
 def import_candidate(path: str, module_name: str = "candidate") -> ModuleType:
@@ -69,19 +84,28 @@ def build(module: ModuleType, config: ModelConfig) -> torch.nn.Module:
     return model
 
 
+def _field(output: Any, name: str) -> Any:
+    if isinstance(output, Mapping):
+        return output.get(name)
+    return getattr(output, name, None)
+
+
 def split_output(output: Any) -> tuple:
-    """(logits, aux_loss or None) from any of the contract's output forms; `.loss` is ignored."""
+    """(logits, aux_loss or None) from any of the contract's output forms; `loss` is ignored."""
     if isinstance(output, torch.Tensor):
         return output, None
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        aux = output[1] if len(output) > 1 else None
-        return output[0], aux
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits, getattr(output, "aux_loss", None)
+    named = isinstance(output, tuple) and hasattr(output, "_fields")
+    if isinstance(output, (tuple, list)) and not named:
+        if output and isinstance(output[0], torch.Tensor):
+            return output[0], output[1] if len(output) > 1 else None
+    else:
+        logits = _field(output, "logits")
+        if isinstance(logits, torch.Tensor):
+            return logits, _field(output, "aux_loss")
     raise EvalFailure("forward", "bad_output",
-                      f"model(input_ids) returned {type(output).__name__}; expected logits (B, T, V), "
-                      "(logits, aux_loss) or an object with .logits")
+                      f"model(input_ids) returned {type(output).__name__} without logits; return the "
+                      "logits tensor (B, T, V), a tuple (logits, aux_loss), a dict with a 'logits' key, "
+                      "or an object or named tuple with a 'logits' field")
 
 
 def check_logits(logits: torch.Tensor, batch: int, seq: int, vocab: int, stage: str) -> None:
@@ -95,8 +119,10 @@ def check_logits(logits: torch.Tensor, batch: int, seq: int, vocab: int, stage: 
 def check_aux(aux: Any, stage: str) -> Optional[torch.Tensor]:
     if aux is None:
         return None
+    if isinstance(aux, (int, float)) and not isinstance(aux, bool):
+        return None if aux == 0 else torch.tensor(float(aux))
     if not isinstance(aux, torch.Tensor) or aux.numel() != 1:
         raise EvalFailure(stage, "bad_aux_loss",
-                          f"aux_loss must be a scalar tensor, got {type(aux).__name__}"
+                          f"aux_loss must be a scalar tensor, a number or None, got {type(aux).__name__}"
                           + (f" of shape {tuple(aux.shape)}" if isinstance(aux, torch.Tensor) else ""))
     return aux.reshape(())

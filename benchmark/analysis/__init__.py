@@ -1,0 +1,1 @@
+"""Statistics over results: several seeds of one candidate, confidence intervals, leaderboards."""

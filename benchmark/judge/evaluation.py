@@ -1,0 +1,410 @@
+"""One evaluation, driven by the judge: data, training worker, verdicts, scoring worker, result.
+
+The judge never imports the candidate. It starts a training worker (candidate + the evaluator's
+training loop) and asks it for fp32 probe logits before and after training, the trained model's
+logits on replay windows, and its state dict; it checks that state (parameters, structure) and the
+step's cost read from outside; then a fresh scoring worker rebuilds the model from the state alone
+and answers the judge's sequence of validation and probe batches. Loss, accuracy, perplexity, every
+probe comparison and the result are computed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import budget, probes
+from .launch import WorkerGone, WorkerProcess
+from .scoring import Exchange, Score, log_probs, matmul_flops_per_cpu_s, resolve_precision, score_batch
+from .. import statefile
+from ..data import DataError, eval_windows, load_benchmark_data, train_windows
+from ..protocol import STATE_FILE, TRAIN_FILE, Message, Op, WorkerRequest
+from ..result import EvalFailure, base_result, check, failure
+from ..spec import Spec
+
+log = logging.getLogger(__name__)
+
+MODES = ("full", "stage1")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_paths(trusted: bool = False) -> tuple:
+    """Folders a sandboxed worker may read: the Python installation and the benchmark package
+    (and the reference program, which the benchmark's own experiment models build on)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             str(REPO_ROOT / "benchmark"), os.path.dirname(os.path.realpath(sys.executable))}
+    if trusted:
+        paths.add(str(REPO_ROOT / "initial_program.py"))
+    repo = str(REPO_ROOT)
+    for entry in sys.path:
+        if entry and os.path.isdir(entry) and ("site-packages" in entry or "dist-packages" in entry):
+            paths.add(entry)
+    torch_dir = os.path.dirname(os.path.dirname(torch.__file__))
+    paths.add(torch_dir)
+    return tuple(sorted(p for p in paths if p and os.path.realpath(p) != repo))
+
+
+def environment(device: str) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else cpu
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "cpu": cpu, "device": device, "device_name": name}
+
+
+class Evaluation:
+    """The stages of one evaluation, in order; `self.result` holds whatever is known so far."""
+
+    def __init__(self, *, candidate: str, display_path: str, sha256: str, overrides: dict, mode: str,
+                 device: str, precision: Optional[str], data_dir: Optional[str],
+                 tokenizer_dir: Optional[str], run_dir: Path, deadline: float, memory_limit_mb: int,
+                 checks: list, progress: bool, echo, trusted: bool, threads: Optional[int],
+                 sandbox: bool = True) -> None:
+        self.overrides, self.spec = dict(overrides), Spec().replace(**overrides)
+        self.candidate, self.mode, self.device = candidate, mode, device
+        self.requested_precision = precision
+        self.data_dir, self.tokenizer_dir, self.run_dir = data_dir, tokenizer_dir, run_dir
+        self.deadline, self.memory_limit_mb = deadline, memory_limit_mb
+        self.progress, self.echo, self.trusted, self.threads = progress, echo, trusted, threads
+        self.sandbox = sandbox
+        self.result = base_result(self.spec, mode, sha256, display_path, checks)
+        self.timings, self.checks = self.result["timings"], self.result["checks"]
+        self.stage = "setup"
+        self.rng, self.result["probe_seed"] = probes.new_rng()
+        self.log_tail = ""
+        self.workers: dict = {}
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> dict:
+        t_start = time.perf_counter()
+        try:
+            self.setup()
+            self.spawn("train")  # imports torch while the judge loads the data
+            self.load_data()
+            state = self.train_phase()
+            if self.mode == "stage1":
+                self.result.update(combined_score=self.spec.stage1_pass_score)
+            else:
+                self.score_phase(state)
+            self.timings["total_s"] = time.perf_counter() - t_start
+            self.result.update(valid=True, stage="done")
+            return self.result
+        except EvalFailure as exc:
+            self.checks.extend(c for c in exc.checks if c not in self.checks)
+            self.timings["total_s"] = time.perf_counter() - t_start
+            extra = {"log_tail": self.log_tail} if self.log_tail else {}
+            if getattr(exc, "traceback", ""):
+                extra["traceback"] = exc.traceback
+            return failure(self.result, exc.stage, exc.error_type, exc.message, **extra)
+        finally:
+            for worker in self.workers.values():
+                worker.close()
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+
+    def setup(self) -> None:
+        precision = self.requested_precision or self.spec.precision
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise EvalFailure("setup", "bad_device", "--device cuda was requested but CUDA is not available")
+        self.precision = resolve_precision(self.device, precision)
+        self.result.update(precision=self.precision, device=self.device,
+                           environment=environment(self.device))
+
+    def load_data(self) -> None:
+        self.enter("data")
+        spec, t0 = self.spec, time.perf_counter()
+        try:
+            data = load_benchmark_data(spec, data_dir=self.data_dir, tokenizer_dir=self.tokenizer_dir)
+        except DataError as exc:
+            raise EvalFailure("data", "data_error", str(exc)) from exc
+        if data.vocab_size != spec.vocab_size:
+            raise EvalFailure("data", "data_error", f"the tokenizer has {data.vocab_size} tokens; "
+                                                    f"the spec says {spec.vocab_size}")
+        steps = spec.steps if self.mode == "full" else spec.smoke_steps
+        self.train_tokens = data.train
+        self.windows = train_windows(data.train, steps, spec.batch_size, spec.seq_len, spec.seed)
+        self.val_x, self.val_y = eval_windows(data.eval, spec.seq_len, spec.val_tokens)
+        self.max_rows = max(spec.val_batch_size, spec.probe_windows, spec.replay_windows, spec.batch_size)
+        self.timings["data_s"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ workers
+    def spawn(self, role: str) -> WorkerProcess:
+        """Starts a worker process for `role` in its own private folder. It imports torch and
+        waits: no candidate code runs in it before start() sends its request."""
+        workdir = self.run_dir / role
+        workdir.mkdir(mode=0o700)
+        self.workers[role] = WorkerProcess(workdir, self.deadline, self.memory_limit_mb, self.threads,
+                                           echo=self.echo if self.progress else None)
+        return self.workers[role]
+
+    def start(self, role: str) -> tuple:
+        worker = self.workers.get(role) or self.spawn(role)
+        workdir = self.run_dir / role
+        exchange = Exchange(workdir, self.max_rows, self.spec.seq_len, self.spec.vocab_size)
+        if role == "train":
+            np.save(workdir / TRAIN_FILE, self.windows)
+        shutil.copyfile(self.candidate, workdir / "candidate.py")
+        worker.start(WorkerRequest(
+            role=role, candidate=str(workdir / "candidate.py"), workdir=str(workdir), overrides=self.overrides,
+            device=self.device, precision=self.precision, max_rows=self.max_rows, trusted=self.trusted,
+            threads=self.threads, progress=self.progress and role == "train", sandbox=self.sandbox,
+            read_paths=read_paths(self.trusted)))
+        return worker, exchange
+
+    def expect(self, worker: WorkerProcess, kind: str, heartbeat_s: Optional[float] = None) -> Message:
+        """The worker's next message, which must be `kind`; failures become EvalFailure."""
+        try:
+            message = worker.recv(heartbeat_s or self.spec.heartbeat_s)
+        except WorkerGone as exc:
+            self.log_tail = worker.logs.tail
+            stage = self.stage
+            raise EvalFailure(stage, exc.error_type, exc.message) from exc
+        if message.type == "failure":
+            self.log_tail = worker.logs.tail
+            error = EvalFailure(message.stage or self.stage, message.error_type or "runtime_error",
+                                message.error or "the worker reported a failure")
+            error.traceback = message.traceback
+            raise error
+        if message.type != kind:
+            raise EvalFailure(self.stage, "protocol_error",
+                              f"the worker sent '{message.type}' where the judge expected '{kind}'")
+        return message
+
+    def forward(self, worker: WorkerProcess, exchange: Exchange, x: np.ndarray, mode: str,
+                precision: str, dropout_seed: Optional[int] = None,
+                heartbeat_s: Optional[float] = None) -> torch.Tensor:
+        exchange.put(x)
+        worker.send(Op("forward", rows=len(x), mode=mode, precision=precision, dropout_seed=dropout_seed))
+        message = self.expect(worker, "out", heartbeat_s)
+        try:
+            logits = exchange.logits(message, len(x))
+        except ValueError as exc:
+            raise EvalFailure(self.stage, "bad_output_shape", str(exc)) from exc
+        if self.stage != "validate" and not bool(torch.isfinite(logits).all()):
+            raise EvalFailure(self.stage, "non_finite_logits", "the model produced NaN/Inf logits")
+        return logits
+
+    # ------------------------------------------------------------------ training worker
+    def train_phase(self) -> dict:
+        spec = self.spec
+        self.enter("load")
+        worker, exchange = self.start("train")
+        with worker:
+            try:
+                self.result["sandbox"] = self.expect(worker, "hello").sandbox
+                self.enter("build")
+                t0 = time.perf_counter()
+                built = self.expect(worker, "built")
+                self.timings["build_s"] = time.perf_counter() - t0
+                self.result["layer_top_k"] = built.layer_top_k
+                self.enter("budget")
+                if not spec.experiment:
+                    top = budget.top_k_check(built.layer_top_k, spec)
+                    self.checks.append(top)
+                    budget.raise_on_failure("budget", [top])
+                exchange.put(self.windows[0, :1, :-1])
+                worker.send(Op("count"))
+                self.result["params"] = {"flops_per_token": self.expect(worker, "flops").flops // spec.seq_len}
+                self.direct_probes(worker, exchange, "untrained")
+                step_flops, cpu_per_step = self.train(worker)
+                self.direct_probes(worker, exchange, "trained")
+                self.enter("replay")
+                replay = probes.direct_plan(self.train_tokens, spec.replay_windows, spec.seq_len, self.rng)
+                self.replay_x = replay.x
+                self.replay_ref = probes.full_log_probs(
+                    self.forward(worker, exchange, replay.x, "eval", self.precision))
+                self.enter("save")
+                worker.send(Op("save"))
+                self.expect(worker, "saved")
+            finally:
+                self.peak_rss_mb = worker.peak_rss_mb
+                exchange.close()
+        self.enter("budget")
+        t0 = time.perf_counter()
+        max_bytes = 8 * int(spec.reference_params * spec.max_params_ratio) * 4
+        try:
+            state = statefile.read(self.run_dir / "train" / STATE_FILE, max_bytes)
+        except statefile.StateFileError as exc:
+            raise EvalFailure("budget", "state_error", f"the trained state dict is unusable: {exc}") from exc
+        shutil.rmtree(self.run_dir / "train", ignore_errors=True)  # nothing else crosses over
+        counts = budget.parameter_counts(state, spec.vocab_size)
+        self.result["params"].update(counts, step_flops=step_flops)
+        self.result["param_count"] = counts["total"]
+        if not spec.experiment:
+            verdicts = budget.structure_checks(state, self.result["layer_top_k"], spec)
+            verdicts += [budget.param_check(counts, spec), budget.flops_check(step_flops, spec)]
+            if cpu_per_step is not None:
+                verdicts.append(budget.cpu_check(cpu_per_step, step_flops, matmul_flops_per_cpu_s(), spec))
+            self.checks.extend(verdicts)
+            budget.raise_on_failure("budget", verdicts)
+        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
+        return state
+
+    def direct_probes(self, worker: WorkerProcess, exchange: Exchange, prefix: str) -> None:
+        """fp32 causality (eval and train mode) and batch independence on training text."""
+        self.enter("probe")
+        spec, t0 = self.spec, time.perf_counter()
+        plan = probes.direct_plan(self.train_tokens, spec.probe_windows, spec.seq_len, self.rng)
+        targets = torch.as_tensor(plan.targets)
+        mask, band = probes.prefix_mask(plan.cuts, spec.seq_len), probes.band_mask(plan.cuts, spec.seq_len)
+        tol, gain = spec.probe_tol_fp32, spec.probe_gain_tol_fp32
+
+        def logp(x, mode="eval", seed=None):
+            return probes.full_log_probs(self.forward(worker, exchange, x, mode, "fp32", seed))
+
+        ref = logp(plan.x)
+        results = [probes.compare(f"{prefix}:causality_eval", ref, logp(plan.swapped), mask, tol, gain,
+                                  probes.LEAK, band, targets)]
+        if len(plan.x) > 1:
+            everywhere = torch.ones(len(plan.x), spec.seq_len, dtype=torch.bool)
+            results.append(probes.compare(f"{prefix}:batch_independence", ref[plan.perm],
+                                          logp(plan.x[plan.perm]), everywhere, tol, gain, probes.MIXING))
+        del ref
+        ref = logp(plan.x, "train", plan.dropout_seed)
+        results.append(probes.compare(f"{prefix}:causality_train", ref,
+                                      logp(plan.swapped, "train", plan.dropout_seed), mask, tol, gain,
+                                      probes.LEAK, band, targets))
+        self.checks.extend(results)
+        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
+        budget.raise_on_failure("probe", results)
+
+    def train(self, worker: WorkerProcess) -> tuple:
+        """Runs the training loop; returns (step FLOPs, CPU seconds per step after step 0)."""
+        self.enter("train")
+        spec = self.spec
+        worker.send(Op("train"))
+        if self.mode == "full":
+            self.spawn("score")  # imports torch while the model trains; sees no candidate code yet
+        losses, step_times, step_flops = [], [], None
+        cpu0 = t_prev = None
+        heartbeat = spec.heartbeat_s
+        start = time.perf_counter()
+        while len(losses) < len(self.windows):
+            message = self.expect(worker, "step", heartbeat)
+            now = time.perf_counter()
+            if message.step == 0:
+                step_flops, cpu0 = message.flops, worker.cpu_s()
+            elif t_prev is not None:
+                step_times.append(now - t_prev)
+            t_prev = now
+            losses.append(message.loss if message.loss is not None else float("nan"))
+            if len(step_times) >= 5:
+                heartbeat = max(spec.heartbeat_s, spec.heartbeat_factor * statistics.median(step_times[-50:]))
+        cpu1 = worker.cpu_s()
+        self.expect(worker, "trained", heartbeat)
+        train_s = time.perf_counter() - start
+        n_steps = len(self.windows)
+        curve = self.curve(losses)
+        median = statistics.median(step_times) if step_times else None
+        self.result.update(train_loss=_mean_tail(losses), loss_curve=curve, steps_completed=n_steps,
+                           step_ms_median=1000 * median if median else None)
+        tokens = spec.batch_size * spec.seq_len
+        self.timings.update(train_s=train_s, step_ms_median=1000 * median if median else None,
+                            tokens_per_s=tokens * n_steps / train_s if train_s else None)
+        self.checks.append(check("step_count", True, f"{n_steps} optimizer steps of batch {spec.batch_size}"))
+        cpu_per_step = (cpu1 - cpu0) / (n_steps - 1) if n_steps > 1 and cpu0 is not None else None
+        self.timings["cpu_ms_per_step"] = 1000 * cpu_per_step if cpu_per_step is not None else None
+        return step_flops, cpu_per_step
+
+    @staticmethod
+    def curve(losses: list, every: int = 100) -> list:
+        """[[step, mean reported loss]] every 100 steps (the worker's report: informational)."""
+        points = []
+        for end in list(range(every, len(losses) + 1, every)) + ([len(losses)] if len(losses) % every else []):
+            chunk = [l for l in losses[max(0, end - every):end] if l == l]
+            if chunk:
+                points.append([end, round(sum(chunk) / len(chunk), 4)])
+        return points
+
+    # ------------------------------------------------------------------ scoring worker
+    def score_phase(self, state: dict) -> None:
+        spec = self.spec
+        self.enter("load_state")
+        statefile.write(self.run_dir / "score" / STATE_FILE, state)
+        del state
+        worker, exchange = self.start("score")
+        t_start = time.perf_counter()
+        with worker:
+            try:
+                self.expect(worker, "hello")
+                self.expect(worker, "built")
+                self.timings["second_process_s"] = time.perf_counter() - t_start
+                self.enter("replay")
+                t0 = time.perf_counter()
+                alt = probes.full_log_probs(self.forward(worker, exchange, self.replay_x, "eval", self.precision))
+                everywhere = torch.ones(len(self.replay_x), spec.seq_len, dtype=torch.bool)
+                tol = spec.probe_tol_bf16 if self.precision == "bf16" else spec.probe_tol_fp32
+                gain = spec.probe_gain_tol_bf16 if self.precision == "bf16" else spec.probe_gain_tol_fp32
+                replay = probes.compare("probe:replay", self.replay_ref, alt, everywhere, tol, gain, probes.REPLAY)
+                del alt, self.replay_ref
+                self.checks.append(replay)
+                budget.raise_on_failure("probe", [replay])
+                self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
+                self.validate(worker, exchange, tol, gain)
+            finally:
+                self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
+                exchange.close()
+
+    def validate(self, worker: WorkerProcess, exchange: Exchange, tol: float, gain: float) -> None:
+        """Every validation window once, in a random order, with the hidden probe batches among
+        them; the judge scores each batch as it arrives."""
+        from tqdm import tqdm
+
+        spec = self.spec
+        self.enter("validate")
+        plan = probes.hidden_plan(self.val_x, spec.val_batch_size, spec.probe_causal_rows,
+                                  spec.probe_repeat_rows, spec.probe_vocab_columns, spec.vocab_size,
+                                  spec.seed, self.rng)
+        recorder = probes.HiddenRecorder(plan, self.val_y)
+        score, times, handover = Score(len(self.val_x)), [], 0.0
+        heartbeat = spec.heartbeat_s
+        t0 = time.perf_counter()
+        for step, (kind, rows) in enumerate(tqdm(plan.batches, desc="validate", file=sys.stderr,
+                                                 disable=not self.progress, mininterval=1.0)):
+            x = self.val_x[rows] if kind == "real" else plan.probe_rows[rows]
+            t_batch = time.perf_counter()
+            logits = self.forward(worker, exchange, x, "eval", self.precision, heartbeat_s=heartbeat)
+            times.append(time.perf_counter() - t_batch)
+            if len(times) >= 3:
+                heartbeat = max(spec.heartbeat_s, spec.heartbeat_factor * statistics.median(times))
+            t_judge = time.perf_counter()
+            lse, top = log_probs(logits, spec.ce_chunk)
+            if kind == "real":
+                score_batch(score, rows, logits, torch.as_tensor(self.val_y[rows]), lse, top)
+                recorder.record_real(step, rows, logits, lse)
+            else:
+                recorder.record_probe(step, rows, logits, lse)
+            handover += time.perf_counter() - t_judge
+            if score.non_finite:
+                raise EvalFailure("validate", "non_finite_logits",
+                                  "the model produced NaN/Inf logits in validation")
+        if not score.complete:
+            raise EvalFailure("validate", "evaluator_error", "not every validation window was scored")
+        self.timings["validation_s"] = time.perf_counter() - t0
+        self.timings["judge_scoring_s"] = handover
+        t1 = time.perf_counter()
+        hidden = recorder.checks(tol, gain)
+        self.checks.extend(hidden)
+        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t1
+        budget.raise_on_failure("probe", hidden)
+        self.result.update(score.metrics())
+
+
+def _mean_tail(losses: list, n: int = 100) -> Optional[float]:
+    tail = [l for l in losses[-n:] if l == l]
+    return sum(tail) / len(tail) if tail else None

@@ -1,0 +1,239 @@
+"""Starting, watching and stopping one worker process. Standard library only.
+
+A worker runs ``python -m benchmark.worker FD`` in a new session (its own process group), with
+PR_SET_PDEATHSIG so it dies with the judge. A watchdog thread kills the whole group when the
+evaluation's wall clock runs out, when its resident memory passes the cap, or when the evaluation
+is cancelled. :meth:`WorkerProcess.recv` waits for the next message at most the heartbeat limit:
+silence longer than that is a hang and kills the worker. The judge reads the worker's CPU time from
+/proc, outside the worker's reach.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..protocol import Message, Op, ProtocolError, WorkerRequest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOG_TAIL_CHARS = 6000
+POLL_S = 0.1
+# Set to stop every evaluation in flight in this process (their workers are killed), e.g. when a
+# study is interrupted with Ctrl-C while evaluations run in threads.
+CANCEL = threading.Event()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class WorkerGone(Exception):
+    """The worker ended, was killed, or broke the protocol; error_type says which."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type, self.message = error_type, message
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _session_processes(sid: int) -> list:
+    """(pid, stat fields after the command name) of every process in session `sid`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                stat = fh.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) == sid:  # field 6 of stat: session id
+                found.append((entry.name, fields))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def session_rss_mb(sid: int) -> float:
+    """Resident memory of every process in session `sid`, MiB (Linux /proc)."""
+    total = 0
+    for pid, _ in _session_processes(sid):
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def session_cpu_s(sid: int) -> float:
+    """User + system CPU seconds of every process in session `sid`, with reaped children."""
+    ticks = 0
+    for _, fields in _session_processes(sid):
+        ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    return ticks / CLOCK_TICKS
+
+
+class _LogReader(threading.Thread):
+    """Drains the worker's stdout+stderr: echoed, and kept as a bounded tail for feedback."""
+
+    def __init__(self, stream, echo) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.echo, self.tail = stream, echo, ""
+
+    def run(self) -> None:
+        for raw in iter(lambda: self.stream.read1(65536), b""):
+            text = raw.decode("utf-8", errors="replace")
+            if self.echo is not None:
+                try:
+                    self.echo.write(text)
+                    self.echo.flush()
+                except (OSError, ValueError):
+                    pass
+            self.tail = (self.tail + text)[-LOG_TAIL_CHARS:]
+
+
+class WorkerProcess:
+    """One running worker; ``with WorkerProcess(...) as w:`` kills its group on the way out.
+
+    The process starts at once and imports torch; it learns what it is for, and sees candidate
+    code, only when :meth:`start` sends its request."""
+
+    def __init__(self, workdir: Path, deadline: float, memory_limit_mb: int,
+                 threads: Optional[int] = None, echo=None) -> None:
+        self.deadline, self.memory_limit_mb = deadline, memory_limit_mb
+        self.started = False
+        self.messages: "queue.Queue" = queue.Queue()
+        self.killed: Optional[tuple] = None
+        self.peak_rss_mb = 0.0
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(
+            [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        for key in ("PLASA_DATA_DIR", "PLASA_TOKENIZER_DIR", "PLASA_CACHE_DIR", "PLASA_OVERRIDES"):
+            env.pop(key, None)  # a worker has no business knowing where the data lives
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmark.worker", str(write_fd)], cwd=str(workdir), env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,), start_new_session=True, preexec_fn=_set_pdeathsig)
+        os.close(write_fd)
+        self.logs = _LogReader(self.proc.stdout, echo)
+        self.logs.start()
+        self._channel = os.fdopen(read_fd, "rb")
+        threading.Thread(target=self._read_channel, daemon=True).start()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._watchdog.start()
+
+    def start(self, request: WorkerRequest) -> None:
+        self.started = True
+        self.send_line(request.to_json())
+
+    def __enter__(self) -> "WorkerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- channel
+    def _read_channel(self) -> None:
+        for raw in iter(self._channel.readline, b""):
+            self.messages.put(raw.decode("utf-8", errors="replace"))
+        self.messages.put(None)  # end of channel: the worker exited (or closed it)
+
+    def send_line(self, line: str) -> None:
+        try:
+            self.proc.stdin.write((line + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the worker is gone; recv reports why
+
+    def send(self, op: Op) -> None:
+        self.send_line(op.to_json())
+
+    def recv(self, heartbeat_s: float) -> Message:
+        """The worker's next message, or WorkerGone (exit, kill, hang or a protocol breach)."""
+        try:
+            line = self.messages.get(timeout=heartbeat_s)
+        except queue.Empty:
+            self._kill(("hang", f"the worker sent no heartbeat for {heartbeat_s:.0f} s (an infinite "
+                                "loop, a deadlock, or a model far slower than the reference)"))
+            line = None
+        if line is None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # closed its channel but runs on
+                self._kill(("protocol_error", "the worker closed its channel and kept running"))
+                self.proc.wait(timeout=10)
+            self._watchdog.join(timeout=5)
+            if self.killed:
+                raise WorkerGone(*self.killed)
+            raise WorkerGone("worker_died", f"the worker exited with code {self.proc.returncode} "
+                                            "(sys.exit, os._exit, a crash or a kill)")
+        try:
+            return Message.from_json(line)
+        except ProtocolError as exc:
+            self._kill(("protocol_error", f"the worker wrote something that is not a message: {exc}"))
+            raise WorkerGone(*self.killed) from exc
+
+    # ---------------------------------------------------------------- limits
+    def _watch(self) -> None:
+        while self.proc.poll() is None:
+            rss = session_rss_mb(self.proc.pid)
+            self.peak_rss_mb = max(self.peak_rss_mb, rss)
+            if CANCEL.is_set():
+                self._kill(("cancelled", "the evaluation was cancelled"))
+            elif time.monotonic() > self.deadline:
+                self._kill(("timeout", "the evaluation exceeded its wall-clock limit (an infinite loop, "
+                                       "or a model far slower than the reference)"))
+            elif rss > self.memory_limit_mb:
+                self._kill(("memory_limit", f"the worker used {rss:.0f} MiB, over the "
+                                            f"{self.memory_limit_mb} MiB memory limit"))
+            time.sleep(POLL_S)
+
+    def cpu_s(self) -> float:
+        return session_cpu_s(self.proc.pid)
+
+    def _kill(self, reason: tuple) -> None:
+        if self.killed is None:
+            self.killed = reason
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            if self.started:
+                self.send_line(Op("exit").to_json())
+            else:
+                self.proc.stdin.close()  # an unused worker exits when its request never comes
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker's children too
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.logs.join(timeout=5)
+        self._watchdog.join(timeout=5)
+        for stream in (self.proc.stdin, self._channel):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass

@@ -1,0 +1,244 @@
+"""Behaviour probes: the judge's secret inputs and its comparisons of the outputs.
+
+Every probe compares the log-probabilities (log-softmax, so a constant added to a position's
+logits hides nothing) of two forward passes that must agree for an honest model:
+  causality          a window vs the same window with every token after a cut point p replaced by
+                     another window's tokens (positions <= p must not move);
+  batch independence a window in one batch vs the same window in another batch, another row,
+                     another moment of the run (no mixing across the batch, no state);
+  replay             the training worker's logits right after training vs the fresh scoring
+                     worker's on the same windows (nothing kept outside the state dict).
+Two statistics per comparison: the largest change of any compared log-probability (tolerance
+`tol`), and the mean gain of the true next token's log-probability on the unperturbed side near
+the cut, where a leak shows even when small (it must stay under `gain_tol` or within 4 standard
+errors of zero, since honest rounding noise has no sign).
+
+The randomness (windows, cut points, donors, columns, where probe batches sit among the
+validation batches) comes from the OS, never from the public seed; the result records it only
+after the run. Failure messages give sizes, never positions or columns.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..result import check
+
+GAIN_BAND = 8   # positions up to the cut whose next-token gain is averaged
+GAIN_Z = 4.0    # standard errors a mean gain must exceed to count as a leak
+
+
+def new_rng() -> tuple:
+    """(generator, hex seed): fresh OS randomness for one evaluation's probes."""
+    seed = secrets.randbits(128)
+    return np.random.default_rng(seed), f"{seed:032x}"
+
+
+def suffix_swap(x: np.ndarray, donors: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Row i keeps tokens [0, cuts[i]] of x[i] and takes the rest from donors[i]."""
+    out = x.copy()
+    for i, p in enumerate(cuts):
+        out[i, p + 1:] = donors[i, p + 1:]
+    return out
+
+
+def stratified_cuts(n: int, seq_len: int, rng: np.random.Generator) -> np.ndarray:
+    """n cut points spread over [0, T - 2]: every position once when n = T - 1."""
+    cuts = ((np.arange(n) + rng.random(n)) * (seq_len - 1) / n).astype(np.int64)
+    return rng.permutation(np.minimum(cuts, seq_len - 2))
+
+
+def prefix_mask(cuts: np.ndarray, seq_len: int) -> torch.Tensor:
+    return torch.as_tensor(np.arange(seq_len)[None, :] <= cuts[:, None])  # (n, T)
+
+
+def band_mask(cuts: np.ndarray, seq_len: int) -> torch.Tensor:
+    t = np.arange(seq_len)[None, :]
+    return torch.as_tensor((t <= cuts[:, None]) & (t > cuts[:, None] - GAIN_BAND))
+
+
+def compare(name: str, ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor, tol: float,
+            gain_tol: float, what: str, gain_mask: Optional[torch.Tensor] = None,
+            targets: Optional[torch.Tensor] = None) -> dict:
+    """ref/alt: (n, T, C) log-probabilities; mask (n, T): positions that must agree. With
+    gain_mask, `targets` (n, T) index each position's true next token in the last dimension (the
+    last column when None)."""
+    diff = (ref - alt).abs().amax(-1)  # (n, T)
+    worst = float(diff[mask].max()) if bool(mask.any()) else 0.0
+    if not math.isfinite(worst):
+        worst = math.inf
+    detail = f"{ref.shape[0]} windows: largest log-probability change {worst:.2e} nats (tolerance {tol:g})"
+    passed = worst <= tol
+    if gain_mask is not None and bool(gain_mask.any()):
+        if targets is None:
+            targets = torch.full(gain_mask.shape, ref.shape[-1] - 1, dtype=torch.long)
+        index = targets.unsqueeze(-1)
+        gains = (ref.gather(-1, index) - alt.gather(-1, index)).squeeze(-1)  # (n, T)
+        # at the cut itself (a next-token leak shows there) and over the band up to it
+        last = gain_mask & ~torch.roll(gain_mask, -1, dims=1)
+        last[:, -1] = gain_mask[:, -1]
+        worst_mean, leak = 0.0, False
+        for mask_ in (last, gain_mask):
+            per_row = (gains * mask_).sum(1) / mask_.sum(1).clamp_min(1)
+            rows = per_row[mask_.any(1)].double()
+            mean = float(rows.mean())
+            se = float(rows.std() / math.sqrt(len(rows))) if len(rows) > 1 else 0.0
+            leak = leak or (mean > gain_tol and mean > GAIN_Z * se)
+            worst_mean = max(worst_mean, mean)
+        detail += f"; mean gain of the true next token {worst_mean:.2e} nats (tolerance {gain_tol:g})"
+        passed = passed and not leak
+    if passed:
+        return check(name, True, detail)
+    return check(name, False, f"{what} ({detail})")
+
+
+LEAK = ("future leak: the log-probabilities at positions before a cut point changed when only the "
+        "tokens after it changed. A prediction at position t may only use tokens 0..t: check that "
+        "every attention, top-k selection, convolution and mixing step masks future positions, in "
+        "train and eval mode")
+MIXING = ("a window's log-probabilities changed when it was evaluated in another batch, another row "
+          "or at another moment of the run. They may depend only on the window's own tokens: no "
+          "mixing across the batch, no cache or state kept between forward calls")
+REPLAY = ("the freshly built model, loaded with the trained state dict, gives other outputs than "
+          "the trained model did. Everything the model uses must be a parameter or a registered "
+          "buffer (in state_dict()): no Python attributes, lists or closures that change while "
+          "training, and build_model must build the same model every time")
+
+
+@dataclass
+class DirectPlan:
+    """fp32 probes on training text, run in the training worker before and after training."""
+
+    x: np.ndarray            # (n, T) windows
+    targets: np.ndarray      # (n, T) their next tokens
+    swapped: np.ndarray      # (n, T) suffix-swapped copies
+    cuts: np.ndarray
+    perm: np.ndarray         # a row permutation for batch independence
+    dropout_seed: int
+
+
+def direct_plan(tokens: np.ndarray, n: int, seq_len: int, rng: np.random.Generator) -> DirectPlan:
+    starts = rng.integers(0, len(tokens) - seq_len - 1, size=2 * n)
+    rows = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    x, targets, donors = rows[:n, :-1], rows[:n, 1:], rows[n:, :-1]
+    cuts = stratified_cuts(n, seq_len, rng)
+    perm = rng.permutation(n)
+    while n > 1 and (perm == np.arange(n)).any():
+        perm = rng.permutation(n)
+    return DirectPlan(x, targets, suffix_swap(x, donors, cuts), cuts, perm, int(rng.integers(1, 2**31)))
+
+
+def full_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+@dataclass
+class HiddenPlan:
+    """The scoring worker's sequence of batches: validation batches in a random order with probe
+    batches of the same shape among them, made of real validation text.
+
+    Probe rows: `n_causal` validation windows cut at every position over the run, their suffix
+    taken from other validation windows; and repeats of validation windows. Each is compared with
+    the same window's log-probabilities in its own validation batch.
+    """
+
+    batches: list = field(default_factory=list)   # [(kind, window ids or probe row ids)]
+    probe_rows: np.ndarray = None                  # (P, T) input ids of the probe rows
+    row_window: np.ndarray = None                  # (P,) the validation window each row copies
+    row_cut: np.ndarray = None                     # (P,) cut point, or -1 for a repeat
+    columns: torch.Tensor = None                   # (C,) secret vocabulary columns
+
+    @property
+    def wanted(self) -> set:
+        return {int(w) for w in self.row_window}
+
+
+def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int, n_columns: int,
+                vocab: int, seed: int, rng: np.random.Generator) -> HiddenPlan:
+    """The validation batches hold windows in a fixed order drawn from the public seed (so an
+    honest model's score repeats bit for bit); which batch runs when, and everything about the
+    probe batches, is drawn from the secret `rng`."""
+    n, seq_len = val_x.shape
+    order = np.random.default_rng([seed, 0xBA7C4]).permutation(n)
+    real = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    full = np.concatenate([b for b in real if len(b) == batch_size]) if n >= batch_size else order
+    n_causal = min(n_causal, len(full))
+    rows = max(batch_size, 1) if n >= batch_size else n
+    total = -(-(n_causal + n_repeat) // rows) * rows
+    originals = rng.choice(full, size=n_causal, replace=False)
+    cuts = stratified_cuts(n_causal, seq_len, rng)
+    donors = np.array([rng.choice(full[full != w]) if len(full) > 1 else w for w in originals], dtype=np.int64)
+    repeats = rng.choice(full, size=total - n_causal, replace=len(full) < total - n_causal)
+    row_window = np.concatenate([originals, repeats]).astype(np.int64)
+    row_cut = np.concatenate([cuts, -np.ones(len(repeats), dtype=np.int64)])
+    probe_rows = np.concatenate([suffix_swap(val_x[originals], val_x[donors], cuts), val_x[repeats]])
+    shuffle = rng.permutation(total)
+    probe_rows, row_window, row_cut = probe_rows[shuffle], row_window[shuffle], row_cut[shuffle]
+    probes = [("probe", np.arange(i, i + rows)) for i in range(0, total, rows)]
+    batches = [("real", real[i]) for i in rng.permutation(len(real))]
+    for probe in probes:
+        batches.insert(int(rng.integers(0, len(batches) + 1)), probe)
+    columns = torch.as_tensor(np.sort(rng.choice(vocab, size=min(n_columns, vocab), replace=False)))
+    return HiddenPlan(batches, probe_rows, row_window, row_cut, columns)
+
+
+class HiddenRecorder:
+    """Keeps the compared log-probabilities of the wanted windows and of every probe row."""
+
+    def __init__(self, plan: HiddenPlan, val_y: np.ndarray) -> None:
+        self.plan = plan
+        self.val_y = torch.as_tensor(val_y)
+        self.real: dict = {}
+        self.probe: dict = {}
+        self.order: dict = {}   # window or probe row -> position in the run
+
+    def _columns(self, window: int) -> torch.Tensor:
+        T = self.val_y.shape[1]
+        secret = self.plan.columns.unsqueeze(0).expand(T, -1)
+        return torch.cat([secret, self.val_y[window].unsqueeze(-1)], dim=-1)  # (T, C + 1)
+
+    def record_real(self, step: int, windows: np.ndarray, logits: torch.Tensor, lse: torch.Tensor) -> None:
+        for row, w in enumerate(windows):
+            if int(w) in self.plan.wanted:
+                cols = self._columns(int(w))
+                self.real[int(w)] = logits[row].gather(-1, cols).float() - lse[row].unsqueeze(-1)
+                self.order[("real", int(w))] = step
+
+    def record_probe(self, step: int, probe_ids: np.ndarray, logits: torch.Tensor, lse: torch.Tensor) -> None:
+        for row, i in enumerate(probe_ids):
+            cols = self._columns(int(self.plan.row_window[i]))
+            self.probe[int(i)] = logits[row].gather(-1, cols).float() - lse[row].unsqueeze(-1)
+            self.order[("probe", int(i))] = step
+
+    def checks(self, tol: float, gain_tol: float) -> list:
+        plan, T = self.plan, self.val_y.shape[1]
+        if len(self.probe) != len(plan.row_window) or not plan.wanted <= set(self.real):
+            return [check("probe:hidden", False, "not every probe batch was evaluated")]
+        causal = np.flatnonzero(plan.row_cut >= 0)
+        repeat = np.flatnonzero(plan.row_cut < 0)
+        out = []
+        if len(causal):
+            ref = torch.stack([self.real[int(plan.row_window[i])] for i in causal])
+            alt = torch.stack([self.probe[int(i)] for i in causal])
+            cuts = plan.row_cut[causal]
+            out.append(compare("probe:causality_eval", ref, alt, prefix_mask(cuts, T), tol, gain_tol,
+                               LEAK, band_mask(cuts, T)))
+        if len(repeat):
+            # signed by time: a model that profits from what it saw earlier gains on the later copy
+            later_first = [self.order[("probe", int(i))] > self.order[("real", int(plan.row_window[i]))]
+                           for i in repeat]
+            pairs = [(self.probe[int(i)], self.real[int(plan.row_window[i])]) if late else
+                     (self.real[int(plan.row_window[i])], self.probe[int(i)])
+                     for i, late in zip(repeat, later_first)]
+            later = torch.stack([a for a, _ in pairs])
+            earlier = torch.stack([b for _, b in pairs])
+            everywhere = torch.ones(len(repeat), T, dtype=torch.bool)
+            out.append(compare("probe:batch_independence", later, earlier, everywhere, tol, gain_tol,
+                               MIXING, everywhere))
+        return out

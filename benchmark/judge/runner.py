@@ -1,0 +1,152 @@
+"""The judge's entry point: :func:`evaluate_file`. Never imports the candidate.
+
+The candidate file is read, hashed and statically checked (a courtesy: clear mistakes get a line
+number before anything runs), then evaluated by :class:`benchmark.judge.evaluation.Evaluation`
+in a private run folder, with the candidate running only in sandboxed worker processes. Results of
+candidate failures and successes are cached by candidate hash, spec, data sources and a hash of
+the evaluator's own sources; failures of the machine or of the evaluator are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+from .launch import CANCEL, REPO_ROOT  # noqa: F401  (CANCEL is part of this module's interface)
+from .static_checks import check_source
+from ..fsutil import atomic_write, cache_dir
+from ..result import base_result, check, failure
+from ..spec import Spec
+
+log = logging.getLogger(__name__)
+
+# Failures that say nothing lasting about the candidate: never served from the results cache.
+TRANSIENT_ERRORS = frozenset({"timeout", "memory_limit", "worker_died", "data_error", "evaluator_error",
+                              "cancelled", "hang", "bad_device", "usage_error"})
+
+
+@lru_cache(maxsize=1)
+def evaluator_hash() -> str:
+    """sha256 of the benchmark package's own sources: a result is only reused by the same code."""
+    digest = hashlib.sha256()
+    root = REPO_ROOT / "benchmark"
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def result_cache_path(sha: str, spec: Spec, mode: str, device: str, precision: Optional[str],
+                      data_dir: Optional[str], tokenizer_dir: Optional[str]) -> Path:
+    """Results cache entry keyed by candidate sha256, the whole spec, mode, device, requested
+    precision, where the data and tokenizer come from, and the evaluator's own sources."""
+    sources = [str(Path(d).expanduser().resolve()) if d else None for d in (
+        data_dir or os.environ.get("PLASA_DATA_DIR"), tokenizer_dir or os.environ.get("PLASA_TOKENIZER_DIR"))]
+    key = json.dumps({"sha256": sha, "spec": spec.to_dict(), "mode": mode, "device": device,
+                      "precision": precision or "auto", "sources": sources,
+                      "evaluator": evaluator_hash()}, sort_keys=True)
+    return cache_dir() / "results" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def _cached(path: Path) -> Optional[dict]:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return dict(result, cached=True) if isinstance(result, dict) else None
+
+
+def _run_root() -> Optional[str]:
+    """Run folders live in memory (/dev/shm) where there is one: logits pass through them."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir: Optional[str] = None,
+                  tokenizer_dir: Optional[str] = None, device: str = "cpu",
+                  precision: Optional[str] = None, mode: str = "full",
+                  time_limit_s: Optional[float] = None, memory_limit_mb: Optional[int] = None,
+                  progress: bool = True, echo=sys.stderr, use_cache: bool = True,
+                  trusted: bool = False, threads: Optional[int] = None, sandbox: bool = True) -> dict:
+    """Evaluates one candidate file; always returns a result dict (schema: benchmark.result).
+
+    `trusted` skips the static checks, for the benchmark's own experiment models only (they import
+    the benchmark); they still run in sandboxed workers, with every probe. `threads` caps the
+    workers' torch threads, for several evaluations side by side.
+    """
+    started = time.monotonic()
+    overrides = dict(overrides or {})
+    try:
+        spec = Spec().replace(**overrides)
+    except (TypeError, ValueError) as exc:
+        return failure(base_result(Spec(), mode, None, candidate, []), "cli", "usage_error", str(exc))
+    try:
+        source_bytes = Path(candidate).read_bytes()
+    except OSError as exc:
+        return failure(base_result(spec, mode, None, candidate, []), "load", "file_not_found",
+                       f"cannot read candidate {candidate}: {exc.strerror or exc}")
+    sha = hashlib.sha256(source_bytes).hexdigest()
+    base = base_result(spec, mode, sha, candidate, [])
+    base["evaluator"] = evaluator_hash()
+    try:
+        source = source_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        return failure(base, "static", "encoding_error", "the candidate is not UTF-8 text; save it as UTF-8")
+    violations = [] if trusted else check_source(source)
+    base["checks"].append(check("static", not violations,
+                                "; ".join(map(str, violations[:20])) or
+                                ("skipped: a benchmark-owned experiment model" if trusted
+                                 else "imports and calls allowed")))
+    if violations:
+        return failure(base, "static", "static_check",
+                       f"{len(violations)} construct(s) the rules forbid: " + "; ".join(map(str, violations[:5])))
+
+    cache_path = result_cache_path(sha, spec, mode, device, precision, data_dir, tokenizer_dir)
+    if use_cache:
+        cached = _cached(cache_path)
+        if cached is not None:
+            cached["candidate"] = dict(cached.get("candidate", {}), path=candidate)
+            return cached
+
+    limit = float(time_limit_s or spec.time_limit_s)
+    run_dir = Path(tempfile.mkdtemp(prefix="plasa-run-", dir=_run_root()))
+    try:
+        private = run_dir / "candidate.py"
+        private.write_bytes(source_bytes)
+        from .evaluation import Evaluation  # torch is imported here, for the judge's arithmetic
+
+        evaluation = Evaluation(candidate=str(private), display_path=candidate, sha256=sha,
+                                overrides=overrides, mode=mode, device=device, precision=precision,
+                                data_dir=data_dir, tokenizer_dir=tokenizer_dir, run_dir=run_dir,
+                                deadline=started + limit,
+                                memory_limit_mb=int(memory_limit_mb or spec.memory_limit_mb),
+                                checks=base["checks"], progress=progress, echo=echo, trusted=trusted,
+                                threads=threads, sandbox=sandbox)
+        try:
+            result = evaluation.run()
+        except Exception as exc:  # the evaluator's own bug: a structured failure, never cached
+            log.exception("evaluation of %s failed", candidate)
+            result = failure(evaluation.result, evaluation.stage, "evaluator_error",
+                             f"the evaluator failed ({type(exc).__name__}: {exc}); this is not the "
+                             "candidate's fault", traceback=traceback.format_exc()[-3000:])
+        result["evaluator"] = base["evaluator"]
+        result.setdefault("timings", {})["wall_s"] = time.monotonic() - started
+        result["peak_rss_mb"] = round(getattr(evaluation, "peak_rss_mb", 0.0), 1)
+        if use_cache and result.get("error_type") not in TRANSIENT_ERRORS:
+            try:
+                atomic_write(cache_path, json.dumps(result, allow_nan=False).encode())
+            except (OSError, ValueError) as exc:
+                log.warning("could not write the results cache: %s", exc)
+        return result
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,151 @@
+"""The judge's arithmetic on the logits a worker hands over: loss, accuracy, log-probabilities.
+
+Runs in the judge's process, which never imports a candidate. Logits arrive in a file the worker
+wrote (:data:`benchmark.protocol.LOGITS_FILE`), mapped here without a copy; every number that
+defines the score is computed from them here, in fp32 chunks accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..protocol import IDS_FILE, LOGIT_DTYPES, LOGITS_FILE, Message
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_precision(device: str, precision: Optional[str]) -> str:
+    """bf16 where the device supports it (autocast, fp32 master weights), else fp32."""
+    if precision == "fp32":
+        return "fp32"
+    if device.startswith("cuda"):
+        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        supported = (torch.backends.mkldnn.is_available()
+                     and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    return "bf16" if supported else "fp32"
+
+
+_RATE: Optional[float] = None
+
+
+def matmul_flops_per_cpu_s() -> float:
+    """This machine's fp32 matmul throughput per CPU-second on one thread (measured once per
+    process, ~0.1 s; one thread, so threads spinning while another program holds the cores do not
+    distort it): the yardstick for a worker's CPU time per counted FLOP."""
+    global _RATE
+    if _RATE is None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            a, b = torch.randn(256, 256), torch.randn(256, 256)
+            for _ in range(3):
+                a @ b
+            flops, start = 0, time.process_time()
+            while time.process_time() - start < 0.1:
+                for _ in range(20):
+                    a @ b
+                flops += 20 * 2 * 256 ** 3
+            _RATE = flops / max(time.process_time() - start, 1e-6)
+        finally:
+            torch.set_num_threads(threads)
+    return _RATE
+
+
+class Exchange:
+    """The two files shared with one worker: input ids in, logits out."""
+
+    def __init__(self, workdir: Path, max_rows: int, seq_len: int, vocab: int) -> None:
+        self.max_rows, self.seq_len, self.vocab = max_rows, seq_len, vocab
+        ids_path, logits_path = workdir / IDS_FILE, workdir / LOGITS_FILE
+        with open(ids_path, "wb") as fh:
+            fh.truncate(max_rows * seq_len * 8)
+        with open(logits_path, "wb") as fh:
+            fh.truncate(max_rows * seq_len * vocab * 4)
+        self.ids = np.memmap(ids_path, dtype=np.int64, mode="r+", shape=(max_rows, seq_len))
+        fd = os.open(logits_path, os.O_RDWR)
+        try:
+            self.out = mmap.mmap(fd, max_rows * seq_len * vocab * 4)
+        finally:
+            os.close(fd)
+
+    def put(self, x: np.ndarray) -> None:
+        self.ids[: len(x)] = x
+
+    def logits(self, message: Message, rows: int) -> torch.Tensor:
+        """The (rows, T, V) logits the worker says it wrote; ValueError when they cannot be."""
+        shape = (rows, self.seq_len, self.vocab)
+        if tuple(message.shape) != shape or message.dtype not in LOGIT_DTYPES:
+            raise ValueError(f"logits of shape {tuple(message.shape)} and dtype {message.dtype!r}; "
+                             f"expected {shape}")
+        return torch.frombuffer(self.out, dtype=TORCH_DTYPES[message.dtype],
+                                count=math.prod(shape)).view(shape)
+
+    def close(self) -> None:
+        del self.ids
+        try:
+            self.out.close()
+        except BufferError:
+            pass
+
+
+class Score:
+    """Per-window sums, added up in window order at the end: the same score whatever order the
+    batches were scored in."""
+
+    def __init__(self, n_windows: int) -> None:
+        self.loss = np.zeros(n_windows, dtype=np.float64)
+        self.correct = np.zeros(n_windows, dtype=np.int64)
+        self.tokens = np.zeros(n_windows, dtype=np.int64)
+        self.non_finite = False
+
+    def metrics(self) -> dict:
+        count = int(self.tokens.sum())
+        val_loss = float(self.loss.sum()) / count
+        val_ppl = math.exp(val_loss) if val_loss < 700 else float("inf")
+        return {"val_loss": val_loss, "val_ppl": val_ppl, "val_acc": int(self.correct.sum()) / count,
+                "combined_score": 1.0 / val_ppl if math.isfinite(val_ppl) else 0.0}
+
+    @property
+    def complete(self) -> bool:
+        return bool((self.tokens > 0).all())
+
+
+def log_probs(logits: torch.Tensor, chunk: int) -> tuple:
+    """(log-sum-exp (n, T), argmax (n, T)) of (n, T, V) logits, `chunk` rows of fp32 at a time
+    (max gives the argmax in the same pass; measured 2x faster than logsumexp + argmax)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    lse = torch.empty(flat.shape[0], dtype=torch.float32)
+    top = torch.empty(flat.shape[0], dtype=torch.long)
+    for start in range(0, flat.shape[0], chunk):
+        rows = flat[start:start + chunk].float()
+        top[start:start + chunk] = rows.max(-1).indices
+        torch.logsumexp(rows, -1, out=lse[start:start + chunk])
+    return lse.view(logits.shape[:-1]), top.view(logits.shape[:-1])
+
+
+def score_batch(score: Score, windows: np.ndarray, logits: torch.Tensor, targets: torch.Tensor,
+                lse: torch.Tensor, top: torch.Tensor) -> None:
+    """Adds the cross-entropy and top-1 hits of each window of one batch (targets (n, T))."""
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float()  # (n, T)
+    losses = (lse - picked).double().sum(-1)                                # (n,)
+    if not bool(torch.isfinite(losses).all()):
+        score.non_finite = True
+        return
+    score.loss[windows] = losses.numpy()
+    score.correct[windows] = (top == targets).sum(-1).numpy()
+    score.tokens[windows] = targets.shape[1]
+
+
+def summary(logits: torch.Tensor, lse: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of (n, T, V) logits on `columns` (n, T, C): what the probes compare.
+    Normalised, so a constant added to a position's logits changes nothing."""
+    return logits.gather(-1, columns).float() - lse.unsqueeze(-1)

@@ -1,0 +1,174 @@
+"""One worker process: build the candidate's model, then do what the judge asks (Op lines).
+
+The training worker trains the model with the evaluator's loop and saves its state; the scoring
+worker builds a fresh model, loads that state strictly and answers forward requests. Both only
+hand over tensors through files in their private folder; the judge computes everything else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import guard, sandbox
+from .candidate import build, import_candidate, raised_in_candidate, tail_traceback
+from .train import Runtime, forward_logits, make_optimizer, train
+from .. import statefile
+from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, TRAIN_FILE, Message, Op, WorkerRequest
+from ..result import EvalFailure
+from ..spec import Spec
+
+log = logging.getLogger(__name__)
+
+
+def tune_allocator() -> None:
+    """Keep freed memory in the process: glibc returning it to the OS each step costs ~1/3 of a
+    CPU training step in page faults (M_MMAP_THRESHOLD = 256 MiB, M_TRIM_THRESHOLD = 1 GiB)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+class Worker:
+    def __init__(self, request: WorkerRequest, channel, ops) -> None:
+        self.request, self.channel, self.ops = request, channel, ops
+        self.spec = Spec().replace(**request.overrides)
+        self.workdir = Path(request.workdir)
+        self.stage = "setup"
+
+    def send(self, message: Message) -> None:
+        self.channel.write(message.to_json() + "\n")
+        self.channel.flush()
+
+    def run(self) -> None:
+        try:
+            self.setup()
+            self.load()
+            for line in self.ops:
+                op = Op.from_json(line)
+                if op.op == "exit":
+                    break
+                self.handle(op)
+        except EvalFailure as exc:
+            self.send(Message("failure", stage=exc.stage if exc.stage != "forward" else self.stage,
+                              error_type=exc.error_type, error=exc.message))
+        except BaseException as exc:  # noqa: BLE001 - any exception becomes a failure message
+            ours = not raised_in_candidate(exc, self.request.candidate)
+            self.send(Message("failure", stage=self.stage,
+                              error_type="evaluator_error" if ours else "runtime_error",
+                              error=f"{type(exc).__name__} during {self.stage}: {exc}",
+                              traceback=tail_traceback(exc)))
+
+    def setup(self) -> None:
+        request = self.request
+        if request.threads:
+            torch.set_num_threads(request.threads)
+        tune_allocator()
+        self.rt = Runtime(torch.device(request.device), request.precision)
+        size = request.max_rows * self.spec.seq_len
+        self.ids = np.memmap(self.workdir / IDS_FILE, dtype=np.int64, mode="r", shape=(request.max_rows, self.spec.seq_len))
+        fd = os.open(self.workdir / LOGITS_FILE, os.O_RDWR)
+        try:
+            self.out_map = mmap.mmap(fd, size * self.spec.vocab_size * 4)
+        finally:
+            os.close(fd)
+        self.windows = None
+        if request.role == "train":
+            self.windows = torch.from_numpy(np.load(self.workdir / TRAIN_FILE))
+        wall = (sandbox.restrict(str(self.workdir), request.read_paths) if request.sandbox
+                else "none (disabled by the judge)")
+        self.send(Message("hello", sandbox=wall))
+
+    def load(self) -> None:
+        spec, request = self.spec, self.request
+        self.stage = "load"
+        guard.seed_everything(spec.seed)
+        self.module = import_candidate(request.candidate)
+        self.stage = "build"
+        self.config = spec.model_config()
+        guard.seed_everything(spec.seed)
+        self.model = build(self.module, self.config).to(self.rt.device)
+        guard.verify("build")
+        if request.role == "score":
+            self.load_state()
+        top_k = getattr(self.model, "layer_top_k", None)
+        top_k = list(top_k) if isinstance(top_k, (list, tuple)) else top_k
+        self.send(Message("built", layer_top_k=top_k if isinstance(top_k, (list, int, type(None)))
+                          else repr(top_k)[:200]))
+
+    def load_state(self) -> None:
+        self.stage = "load_state"
+        try:
+            state = statefile.read(self.workdir / STATE_FILE, max_bytes=1 << 34)
+            self.model.load_state_dict(state, strict=True)
+        except (statefile.StateFileError, RuntimeError) as exc:
+            raise EvalFailure("load_state", "state_mismatch",
+                              "the freshly built model does not load the trained state strictly "
+                              f"({str(exc)[:500]}); build_model must build the same parameters and "
+                              "buffers every time, and every trained tensor must be in state_dict()") from exc
+
+    def handle(self, op: Op) -> None:
+        if op.op == "forward":
+            self.stage = "probe" if self.request.role == "train" else "validate"
+            self.forward(op)
+        elif op.op == "count":
+            self.stage = "budget"
+            x = torch.from_numpy(np.array(self.ids[:1])).to(self.rt.device)
+            self.model.eval()
+            with FlopCounterMode(display=False) as counter:
+                forward_logits(self.model, x, Runtime(self.rt.device, "fp32"), self.spec.vocab_size, "budget")
+            self.send(Message("flops", id=op.id, flops=int(counter.get_total_flops())))
+        elif op.op == "train":
+            self.train()
+        elif op.op == "save":
+            self.stage = "save"
+            statefile.write(self.workdir / STATE_FILE, self.model.state_dict())
+            self.send(Message("saved", id=op.id))
+
+    def forward(self, op: Op) -> None:
+        x = torch.from_numpy(np.array(self.ids[:op.rows])).to(self.rt.device)
+        self.model.train(op.mode == "train")
+        rt = Runtime(self.rt.device, op.precision)
+        run: Callable[[], torch.Tensor] = lambda: forward_logits(  # noqa: E731
+            self.model, x, rt, self.spec.vocab_size, self.stage, grad=op.mode == "train")
+        if op.dropout_seed is not None:
+            devices = [self.rt.device] if self.rt.device.type == "cuda" else []
+            with guard.fork_rng(devices=devices):
+                guard.manual_seed(op.dropout_seed)
+                logits = run()
+        else:
+            logits = run()
+        logits = logits.detach()
+        if logits.dtype not in (torch.float32, torch.bfloat16):
+            logits = logits.float()
+        dtype = "bfloat16" if logits.dtype == torch.bfloat16 else "float32"
+        out = torch.frombuffer(self.out_map, dtype=logits.dtype, count=logits.numel())
+        out.copy_(logits.reshape(-1))
+        self.send(Message("out", id=op.id, shape=list(logits.shape), dtype=dtype))
+
+    def train(self) -> None:
+        spec = self.spec
+        self.stage = "train"
+        guard.seed_everything(spec.seed)
+        optimizer, scheduler = make_optimizer(self.model, self.module, spec, self.config)
+        guard.verify("optimizer")
+
+        def on_step(step: int, loss: float, flops) -> None:
+            self.send(Message("step", step=step, loss=loss, flops=flops))
+
+        steps = train(self.model, optimizer, scheduler, self.windows, spec, self.rt, on_step,
+                      progress=self.request.progress)
+        guard.verify("train")
+        self.send(Message("trained", step=steps))
