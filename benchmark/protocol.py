@@ -145,4 +145,17 @@ class Message:
             raise ProtocolError(f"not JSON: {text[:200]!r}") from exc
         if not isinstance(data, dict):
             raise ProtocolError(f"not an object: {text[:200]!r}")
-        return _strict(cls, data)
+        message = _strict(cls, data)
+        for name, kinds in _MESSAGE_TYPES.items():
+            value = getattr(message, name)
+            if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+                raise ProtocolError(f"field {name!r} of a {message.type!r} message has the wrong type")
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in message.shape):
+            raise ProtocolError("a shape holds something other than ints")
+        return message
+
+
+# The JSON types each Message field may have (layer_top_k is a free-form declaration).
+_MESSAGE_TYPES = {"type": (str,), "id": (int,), "shape": (list,), "dtype": (str,), "flops": (int, type(None)),
+                  "step": (int, type(None)), "loss": (float, int, type(None)), "sandbox": (str,),
+                  "stage": (str,), "error_type": (str,), "error": (str,), "traceback": (str,)}

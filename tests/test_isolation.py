@@ -1,4 +1,4 @@
-"""The worker cannot outlive the evaluator, and the parent never imports torch or the candidate."""
+"""A worker cannot outlive the evaluator (the judge side's imports: tests/test_trust_boundary.py)."""
 
 from __future__ import annotations
 
@@ -50,13 +50,3 @@ def test_worker_dies_with_its_parent(tmp_path):
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers), "the worker outlived the killed evaluator"
-
-
-def test_parent_process_imports_neither_torch_nor_the_candidate(tmp_path):
-    code = ("import sys; sys.path.insert(0, %r); import evaluator; "
-            "r = evaluator.evaluate(%r); "
-            "m = getattr(r, 'metrics', r); print('torch' in sys.modules, 'candidate' in sys.modules, m['combined_score'])"
-            % (str(REPO), str(tmp_path / "c.py")))
-    (tmp_path / "c.py").write_text("import torch\nraise ValueError('boom')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert out.stdout.split() == ["False", "False", "0.0"], out.stderr[-2000:]

@@ -26,7 +26,7 @@ def test_stats_match_scipy_reference_values():
 
 def test_identical_candidate_is_answered_from_the_results_cache(tmp_path):
     out = tmp_path / "cand.py"
-    out.write_text((REPO / "initial_program.py").read_text() + "\n# a new child\n")
+    out.write_text((REPO / "initial_program.py").read_text() + f"\n# a new child of {tmp_path.name}\n")
     code, first, _ = run_cli(str(out), *TINY)
     code2, second, _ = run_cli(str(out), *TINY)
     assert code == code2 == 0

@@ -124,3 +124,48 @@ def test_sandbox_keeps_data_and_other_folders_out_of_reach(tmp_path):
     result = evaluate_tiny(probe)
     assert result["sandbox"].startswith("landlock")
     assert result["error_type"] == "import_error" and "sandbox: closed" in result["error"], result["error"]
+
+
+def test_an_exception_is_blamed_on_whoever_raised_it(tmp_path):
+    from benchmark.worker.candidate import raised_in_candidate
+
+    path = tmp_path / "cand.py"
+    path.write_text("def boom():\n    raise ValueError('x')\n")
+    namespace = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    try:
+        namespace["boom"]()
+    except ValueError as exc:
+        assert raised_in_candidate(exc, str(path))
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        assert not raised_in_candidate(exc, str(path))
+
+
+def test_spec_precision_override_reaches_the_run(monkeypatch, tmp_path):
+    """PLASA_OVERRIDES='{"precision": "fp32"}' is what the workers run with, not just a label."""
+    from benchmark.judge import evaluation
+
+    seen = []
+    monkeypatch.setattr(evaluation, "resolve_precision", lambda device, p: seen.append(p) or p)
+    run = evaluation.Evaluation(
+        candidate="c.py", display_path="c.py", sha256="0", overrides={"precision": "fp32"}, mode="full",
+        device="cpu", precision=None, data_dir=None, tokenizer_dir=None, run_dir=tmp_path, deadline=0,
+        memory_limit_mb=1, checks=[], progress=False, echo=None, trusted=False, threads=None)
+    run.setup()
+    assert seen == ["fp32"] and run.precision == "fp32" and run.result["precision"] == "fp32"
+
+
+def test_the_wheel_holds_every_subpackage(tmp_path):
+    """A non-editable install gets the judge, the worker and the experiments too."""
+    import zipfile
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("plasa_bench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in ("judge/runner.py", "worker/serve.py", "search/integration.py", "analysis/stats.py",
+                   "experiments/gdn.py", "protocol.py"):
+        assert f"benchmark/{module}" in names, module

@@ -2,8 +2,9 @@
 
 Decided from what the judge holds, never from a worker's word alone:
 - parameters: the elements of the trained state dict the training worker hands over (every
-  parameter and persistent buffer; tensors with identical contents, such as tied weights, count
-  once) <= spec.max_params_ratio x the reference's. The scoring worker must rebuild the model from
+  parameter and persistent buffer, in fp32 equivalents: an 8-byte element counts twice, so two
+  fp32 values cannot hide in one float64; tensors with identical contents, such as tied weights,
+  count once) <= spec.max_params_ratio x the reference's. The scoring worker must rebuild the model from
   exactly this state (strict load + the replay probe), so nothing trained can hide outside it;
 - token embedding: every tensor with a vocab_size-long dimension has at most vocab_size x
   hidden_size elements (no wider embedding or output layer);
@@ -41,9 +42,10 @@ def parameter_counts(state: dict, vocab: int) -> dict:
             if key in seen:
                 continue
             seen.add(key)
-        total += tensor.numel()
+        size = tensor.numel() * max(1, tensor.element_size() // 4)  # 8-byte types hold two fp32
+        total += size
         if vocab in tensor.shape:
-            embedding += tensor.numel()
+            embedding += size
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
 

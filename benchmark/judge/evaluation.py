@@ -219,7 +219,8 @@ class Evaluation:
                     budget.raise_on_failure("budget", [top])
                 exchange.put(self.windows[0, :1, :-1])
                 worker.send(Op("count"))
-                self.result["params"] = {"flops_per_token": self.expect(worker, "flops").flops // spec.seq_len}
+                flops = self.expect(worker, "flops").flops
+                self.result["params"] = {"flops_per_token": flops // spec.seq_len if flops else None}
                 self.direct_probes(worker, exchange, "untrained")
                 step_flops, cpu_per_step = self.train(worker)
                 self.direct_probes(worker, exchange, "trained")

@@ -47,41 +47,56 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
         pass
 
 
-def _session_processes(sid: int) -> list:
-    """(pid, stat fields after the command name) of every process in session `sid`."""
-    found = []
+MAX_LINE = 1 << 20  # a longer channel line is a protocol breach (a worker flooding the judge)
+
+
+def _processes() -> dict:
+    """pid -> stat fields after the command name, for every process (Linux /proc)."""
+    found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as fh:
                 stat = fh.read()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) == sid:  # field 6 of stat: session id
-                found.append((entry.name, fields))
+            found[int(entry.name)] = stat[stat.rindex(")") + 2:].split()
         except (OSError, ValueError, IndexError):
             continue
     return found
 
 
-def session_rss_mb(sid: int) -> float:
-    """Resident memory of every process in session `sid`, MiB (Linux /proc)."""
-    total = 0
-    for pid, _ in _session_processes(sid):
+def descendants(root: int, known: dict) -> dict:
+    """pid -> start time of `root` and every process descended from it or in its session,
+    including ones seen before (in `known`) that have since left the session with setsid or been
+    re-parented: a worker's helpers are counted and killed with it."""
+    table = _processes()
+    tracked = {pid: start for pid, start in known.items() if pid in table and table[pid][19] == start}
+    if root in table:
+        tracked[root] = table[root][19]
+    grew = True
+    while grew:
+        grew = False
+        for pid, fields in table.items():
+            if pid not in tracked and (int(fields[1]) in tracked or int(fields[3]) == root):
+                tracked[pid] = fields[19]
+                grew = True
+    return tracked
+
+
+def usage(pids: dict) -> tuple:
+    """(resident MiB, CPU seconds with reaped children) of the processes in `pids`."""
+    pages = ticks = 0
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/statm") as fh:
-                total += int(fh.read().split()[1])
+                pages += int(fh.read().split()[1])
+            with open(f"/proc/{pid}/stat") as fh:
+                stat = fh.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
         except (OSError, ValueError, IndexError):
             continue
-    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def session_cpu_s(sid: int) -> float:
-    """User + system CPU seconds of every process in session `sid`, with reaped children."""
-    ticks = 0
-    for _, fields in _session_processes(sid):
-        ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-    return ticks / CLOCK_TICKS
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, ticks / CLOCK_TICKS
 
 
 class _LogReader(threading.Thread):
@@ -113,6 +128,8 @@ class WorkerProcess:
                  threads: Optional[int] = None, echo=None) -> None:
         self.deadline, self.memory_limit_mb = deadline, memory_limit_mb
         self.started = False
+        self.tracked: dict = {}
+        self._cpu = 0.0
         self.messages: "queue.Queue" = queue.Queue()
         self.killed: Optional[tuple] = None
         self.peak_rss_mb = 0.0
@@ -131,7 +148,9 @@ class WorkerProcess:
         self.logs = _LogReader(self.proc.stdout, echo)
         self.logs.start()
         self._channel = os.fdopen(read_fd, "rb")
-        threading.Thread(target=self._read_channel, daemon=True).start()
+        reader = threading.Thread(target=self._read_channel, daemon=True)
+        self._reader_name = reader.name
+        reader.start()
         self._watchdog = threading.Thread(target=self._watch, daemon=True)
         self._watchdog.start()
 
@@ -147,7 +166,13 @@ class WorkerProcess:
 
     # ---------------------------------------------------------------- channel
     def _read_channel(self) -> None:
-        for raw in iter(self._channel.readline, b""):
+        while True:
+            raw = self._channel.readline(MAX_LINE)
+            if not raw:
+                break
+            if len(raw) >= MAX_LINE and not raw.endswith(b"\n"):
+                self.messages.put("\x00flood")
+                return
             self.messages.put(raw.decode("utf-8", errors="replace"))
         self.messages.put(None)  # end of channel: the worker exited (or closed it)
 
@@ -169,6 +194,9 @@ class WorkerProcess:
             self._kill(("hang", f"the worker sent no heartbeat for {heartbeat_s:.0f} s (an infinite "
                                 "loop, a deadlock, or a model far slower than the reference)"))
             line = None
+        if line == "\x00flood":
+            self._kill(("protocol_error", f"the worker wrote a line of over {MAX_LINE} bytes to its channel"))
+            raise WorkerGone(*self.killed)
         if line is None:
             try:
                 self.proc.wait(timeout=5)
@@ -189,7 +217,8 @@ class WorkerProcess:
     # ---------------------------------------------------------------- limits
     def _watch(self) -> None:
         while self.proc.poll() is None:
-            rss = session_rss_mb(self.proc.pid)
+            self.tracked = descendants(self.proc.pid, self.tracked)
+            rss, self._cpu = usage(self.tracked)
             self.peak_rss_mb = max(self.peak_rss_mb, rss)
             if CANCEL.is_set():
                 self._kill(("cancelled", "the evaluation was cancelled"))
@@ -202,15 +231,26 @@ class WorkerProcess:
             time.sleep(POLL_S)
 
     def cpu_s(self) -> float:
-        return session_cpu_s(self.proc.pid)
+        """CPU seconds of the worker and its helpers (read from /proc, outside its reach)."""
+        return usage(descendants(self.proc.pid, self.tracked))[1]
 
     def _kill(self, reason: tuple) -> None:
         if self.killed is None:
             self.killed = reason
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        """The worker's process group and every helper it started, even one that left it."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in descendants(self.proc.pid, self.tracked):
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -222,17 +262,17 @@ class WorkerProcess:
                 self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker's children too
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._kill_all()  # the worker's children too
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
         self.logs.join(timeout=5)
         self._watchdog.join(timeout=5)
-        for stream in (self.proc.stdin, self._channel):
+        streams = [self.proc.stdin]
+        if not any(t.is_alive() for t in threading.enumerate() if t.name == self._reader_name):
+            streams.append(self._channel)  # never close a stream a blocked reader holds (it would wait)
+        for stream in streams:
             try:
                 stream.close()
             except (OSError, ValueError):
