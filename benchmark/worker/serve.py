@@ -11,7 +11,6 @@ import ctypes
 import logging
 import mmap
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
