@@ -75,8 +75,8 @@ def test_a_static_failure_imports_no_torch(tmp_path):
     assert out.stdout.split() == ["static_check", "False"], out.stderr[-2000:]
 
 
-def test_messages_are_typed_and_strict():
-    request = WorkerRequest(role="train", candidate="c.py", workdir="/tmp/x", overrides={"steps": 3},
+def test_messages_are_typed_and_strict(tmp_path):
+    request = WorkerRequest(role="train", candidate="c.py", workdir=str(tmp_path), overrides={"steps": 3},
                             device="cpu", precision="fp32", max_rows=32, read_paths=("/usr",))
     assert WorkerRequest.from_json(request.to_json()) == request
     with pytest.raises(ProtocolError):
@@ -103,21 +103,22 @@ def test_sandbox_keeps_data_and_other_folders_out_of_reach(tmp_path):
     """A candidate that finds `open` through torch's own modules still cannot read the data or
     write outside its folder."""
     import os
+    import tempfile
 
     data = os.environ["PLASA_DATA_DIR"]
     probe = tmp_path / "c.py"
     probe.write_text(
         "import torch\n"
         "_errors = []\n"
-        f"for _path in ({data!r}, {str(tmp_path)!r}, '/tmp', '/root'):\n"
+        f"for _path in ({data!r}, {str(tmp_path)!r}, {tempfile.gettempdir()!r}, {os.path.expanduser('~')!r}):\n"
         "    try:\n"
         "        torch.os.listdir(_path)\n"
         "        _errors.append('read ' + _path)\n"
         "    except PermissionError:\n"
         "        pass\n"
         "try:\n"
-        "    torch.os.open('/tmp/plasa-escape', torch.os.O_CREAT | torch.os.O_WRONLY)\n"
-        "    _errors.append('wrote /tmp')\n"
+        f"    torch.os.open({str(tmp_path / 'escape')!r}, torch.os.O_CREAT | torch.os.O_WRONLY)\n"
+        "    _errors.append('wrote outside its folder')\n"
         "except PermissionError:\n"
         "    pass\n"
         "raise RuntimeError('sandbox: ' + (', '.join(_errors) or 'closed'))\n")
