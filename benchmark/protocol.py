@@ -5,7 +5,9 @@ The judge (``benchmark.judge``) starts a worker (``python -m benchmark.worker FD
 pipe. The worker answers with JSON lines on file descriptor FD (every line is also a heartbeat).
 Tensors never travel on the pipes: input ids and logits go through two files in the worker's
 private folder, mapped by both sides (:data:`IDS_FILE`, :data:`LOGITS_FILE`); the trained state
-travels as :data:`STATE_FILE` (:mod:`benchmark.statefile`, no pickle).
+travels as :data:`STATE_FILE` (:mod:`benchmark.statefile`, no pickle). Training batches arrive one
+at a time, at most two steps ahead of the step the worker reports, so training text the model has
+not yet been trained on is never in the worker's reach.
 
 Nothing a worker says is trusted to make a candidate pass: a worker can only hand over tensors
 (logits, a state file) and declarations (``layer_top_k``, FLOP counts, losses), which the judge
@@ -23,8 +25,8 @@ from typing import Optional
 IDS_FILE = "ids.bin"          # int64 (rows, T): the batch the judge asks for
 LOGITS_FILE = "logits.bin"    # (rows, T, V) float32 or bfloat16: the worker's answer
 STATE_FILE = "state.bin"      # the trained parameters and buffers
-TRAIN_FILE = "train.npy"      # int64 (steps, batch, T + 1): the training worker's batches
 ROLES = ("train", "score")
+OPS = ("forward", "count", "train", "batch", "save", "exit")
 MODES = ("eval", "train")
 LOGIT_DTYPES = {"float32": 4, "bfloat16": 2}
 
@@ -82,7 +84,8 @@ class Op:
              to LOGITS_FILE; with ``dropout_seed`` the torch RNG is forked and seeded first (so a
              train-mode pass repeats its dropout masks exactly)
     count    FLOPs of one eval-mode forward of the first row of IDS_FILE (FlopCounterMode)
-    train    the evaluator's training loop over TRAIN_FILE (a ``step`` message per step)
+    train    the evaluator's training loop, ``steps`` optimizer steps (a ``step`` message each)
+    batch    the next training batch: ``tokens``, (batch, T + 1) token ids; sent during ``train``
     save     write the model's state dict to STATE_FILE
     exit     end the process
     """
@@ -93,15 +96,20 @@ class Op:
     mode: str = "eval"
     precision: str = "fp32"
     dropout_seed: Optional[int] = None
+    steps: int = 0
+    tokens: Optional[list] = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
 
     @classmethod
     def from_json(cls, text: str) -> "Op":
         op = _strict(cls, json.loads(text))
-        if op.op not in ("forward", "count", "train", "save", "exit") or op.mode not in MODES:
+        if op.op not in OPS or op.mode not in MODES:
             raise ProtocolError(f"bad op {op}")
+        if op.op == "batch" and not (isinstance(op.tokens, list) and op.tokens and all(
+                isinstance(row, list) and row and all(type(t) is int for t in row) for row in op.tokens)):
+            raise ProtocolError("a batch op needs tokens: a non-empty list of lists of ints")
         return op
 
 

@@ -18,8 +18,11 @@ DATA_DIR = Path(os.environ.get("PLASA_DATA_DIR", SHARED_DATA))
 TOKENIZER_DIR = Path(os.environ.get("PLASA_TOKENIZER_DIR", SHARED_DATA))
 # The tiny budget of CLI tests: a few steps and one validation batch.
 TINY = ["--steps", "3", "--val-tokens", "4096", "--quiet"]
-# The same budget for in-process evaluations (evaluate_file), with one hidden probe batch.
-TINY_OVERRIDES = {"steps": 3, "val_tokens": 4096, "probe_causal_rows": 31, "probe_repeat_rows": 1}
+# The same budget for in-process evaluations (evaluate_file): two validation batches of 16, so
+# validation is split between two scoring processes as in an official run, and one or two hidden
+# probe batches per process.
+TINY_OVERRIDES = {"steps": 3, "val_tokens": 4096, "val_batch_size": 16, "probe_causal_rows": 31,
+                  "probe_repeat_rows": 1}
 
 
 def evaluate_tiny(path, overrides=None, **kwargs) -> dict:

@@ -28,7 +28,7 @@ from .launch import WorkerGone, WorkerProcess
 from .scoring import Exchange, Score, log_probs, matmul_flops_per_cpu_s, resolve_precision, score_batch
 from .. import statefile
 from ..data import DataError, eval_windows, load_benchmark_data, train_windows
-from ..protocol import STATE_FILE, TRAIN_FILE, Message, Op, WorkerRequest
+from ..protocol import STATE_FILE, Message, Op, WorkerRequest
 from ..result import EvalFailure, base_result, check, failure
 from ..spec import Spec
 
@@ -143,21 +143,19 @@ class Evaluation:
         self.timings["data_s"] = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ workers
-    def spawn(self, role: str) -> WorkerProcess:
-        """Starts a worker process for `role` in its own private folder. It imports torch and
-        waits: no candidate code runs in it before start() sends its request."""
-        workdir = self.run_dir / role
-        workdir.mkdir(mode=0o700)
-        self.workers[role] = WorkerProcess(workdir, self.deadline, self.memory_limit_mb, self.threads,
+    def spawn(self, name: str) -> WorkerProcess:
+        """Starts a worker process `name` in its own private folder. It imports torch and waits:
+        no candidate code runs in it before start() sends its request."""
+        workdir = self.run_dir / name
+        workdir.mkdir(mode=0o700, exist_ok=True)
+        self.workers[name] = WorkerProcess(workdir, self.deadline, self.memory_limit_mb, self.threads,
                                            echo=self.echo if self.progress else None)
-        return self.workers[role]
+        return self.workers[name]
 
-    def start(self, role: str) -> tuple:
-        worker = self.workers.get(role) or self.spawn(role)
-        workdir = self.run_dir / role
+    def start(self, name: str, role: str) -> tuple:
+        worker = self.workers.get(name) or self.spawn(name)
+        workdir = self.run_dir / name
         exchange = Exchange(workdir, self.max_rows, self.spec.seq_len, self.spec.vocab_size)
-        if role == "train":
-            np.save(workdir / TRAIN_FILE, self.windows)
         shutil.copyfile(self.candidate, workdir / "candidate.py")
         worker.start(WorkerRequest(
             role=role, candidate=str(workdir / "candidate.py"), workdir=str(workdir), overrides=self.overrides,
@@ -203,10 +201,10 @@ class Evaluation:
     def train_phase(self) -> dict:
         spec = self.spec
         self.enter("load")
-        worker, exchange = self.start("train")
+        worker, exchange = self.start("train", "train")
         with worker:
             try:
-                self.result["sandbox"] = self.expect(worker, "hello").sandbox
+                self.result["sandbox"] = f"{self.expect(worker, 'hello').sandbox}; {worker.isolation}"
                 self.enter("build")
                 t0 = time.perf_counter()
                 built = self.expect(worker, "built")
@@ -288,9 +286,13 @@ class Evaluation:
         """Runs the training loop; returns (step FLOPs, CPU seconds per step after step 0)."""
         self.enter("train")
         spec = self.spec
-        worker.send(Op("train"))
-        if self.mode == "full":
-            self.spawn("score")  # imports torch while the model trains; sees no candidate code yet
+        n_steps = len(self.windows)
+        worker.send(Op("train", steps=n_steps))
+        for i in range(min(2, n_steps)):  # two steps ahead: the worker never waits, never sees more
+            worker.send(Op("batch", tokens=self.windows[i].tolist()))
+        if self.mode == "full":  # they import torch while the model trains; no candidate code yet
+            self.spawn("score0")
+            self.spawn("score1")
         losses, step_times, step_flops = [], [], None
         cpu0 = t_prev = None
         heartbeat = spec.heartbeat_s
@@ -298,6 +300,11 @@ class Evaluation:
         while len(losses) < len(self.windows):
             message = self.expect(worker, "step", heartbeat)
             now = time.perf_counter()
+            if message.step != len(losses):
+                raise EvalFailure("train", "protocol_error",
+                                  f"the worker reported step {message.step} where step {len(losses)} was due")
+            if message.step + 2 < n_steps:
+                worker.send(Op("batch", tokens=self.windows[message.step + 2].tolist()))
             if message.step == 0:
                 step_flops, cpu0 = message.flops, worker.cpu_s()
             elif t_prev is not None:
@@ -309,7 +316,6 @@ class Evaluation:
         cpu1 = worker.cpu_s()
         self.expect(worker, "trained", heartbeat)
         train_s = time.perf_counter() - start
-        n_steps = len(self.windows)
         curve = self.curve(losses)
         median = statistics.median(step_times) if step_times else None
         self.result.update(train_loss=_mean_tail(losses), loss_curve=curve, steps_completed=n_steps,
@@ -332,52 +338,83 @@ class Evaluation:
                 points.append([end, round(sum(chunk) / len(chunk), 4)])
         return points
 
-    # ------------------------------------------------------------------ scoring worker
+    # ------------------------------------------------------------------ scoring workers
     def score_phase(self, state: dict) -> None:
-        spec = self.spec
-        self.enter("load_state")
-        statefile.write(self.run_dir / "score" / STATE_FILE, state)
-        del state
-        worker, exchange = self.start("score")
-        t_start = time.perf_counter()
-        with worker:
-            try:
-                self.expect(worker, "hello")
-                self.expect(worker, "built")
-                self.timings["second_process_s"] = time.perf_counter() - t_start
-                self.enter("replay")
-                t0 = time.perf_counter()
-                alt = probes.full_log_probs(self.forward(worker, exchange, self.replay_x, "eval", self.precision))
-                everywhere = torch.ones(len(self.replay_x), spec.seq_len, dtype=torch.bool)
-                tol = spec.probe_tol_bf16 if self.precision == "bf16" else spec.probe_tol_fp32
-                gain = spec.probe_gain_tol_bf16 if self.precision == "bf16" else spec.probe_gain_tol_fp32
-                replay = probes.compare("probe:replay", self.replay_ref, alt, everywhere, tol, gain, probes.REPLAY)
-                del alt, self.replay_ref
-                self.checks.append(replay)
-                budget.raise_on_failure("probe", [replay])
-                self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
-                self.validate(worker, exchange, tol, gain)
-            finally:
-                self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
-                exchange.close()
-
-    def validate(self, worker: WorkerProcess, exchange: Exchange, tol: float, gain: float) -> None:
-        """Every validation window once, in a random order, with the hidden probe batches among
-        them; the judge scores each batch as it arrives."""
-        from tqdm import tqdm
-
+        """Validation in fresh scoring processes (two, each with half the batches; probe copies of
+        a window go to the process that does not score it), each replaying the training worker's
+        windows first."""
         spec = self.spec
         self.enter("validate")
         plan = probes.hidden_plan(self.val_x, spec.val_batch_size, spec.probe_causal_rows,
                                   spec.probe_repeat_rows, spec.probe_vocab_columns, spec.vocab_size,
                                   spec.seed, self.rng)
         recorder = probes.HiddenRecorder(plan, self.val_y)
-        score, times, handover = Score(len(self.val_x)), [], 0.0
+        score = Score(len(self.val_x))
+        tol = spec.probe_tol_bf16 if self.precision == "bf16" else spec.probe_tol_fp32
+        gain = spec.probe_gain_tol_bf16 if self.precision == "bf16" else spec.probe_gain_tol_fp32
+        self.timings.update(second_process_s=0.0, validation_s=0.0, judge_scoring_s=0.0)
+        for name in [n for n in self.workers if n.startswith("score")][len(plan.runs):]:
+            self.workers.pop(name).close()  # pre-spawned, never given candidate code
+        self.scoring_processes, step = len(plan.runs), 0
+        for run, batches in enumerate(plan.runs):
+            name = f"score{run}"
+            self.enter("load_state")
+            (self.run_dir / name).mkdir(mode=0o700, exist_ok=True)
+            statefile.write(self.run_dir / name / STATE_FILE, state)
+            worker, exchange = self.start(name, "score")
+            t_start = time.perf_counter()
+            with worker:
+                try:
+                    self.expect(worker, "hello")
+                    self.expect(worker, "built")
+                    self.timings["second_process_s"] += time.perf_counter() - t_start
+                    self.replay(worker, exchange, tol, gain)
+                    step = self.validate(worker, exchange, batches, score, recorder, step)
+                finally:
+                    self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
+                    exchange.close()
+            self.workers.pop(name).close()
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        del state
+        if not score.complete:
+            raise EvalFailure("validate", "evaluator_error", "not every validation window was scored")
+        t1 = time.perf_counter()
+        hidden = recorder.checks(tol, gain)
+        self.checks.extend(hidden)
+        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t1
+        budget.raise_on_failure("probe", hidden)
+        self.result.update(score.metrics())
+
+    def replay(self, worker: WorkerProcess, exchange: Exchange, tol: float, gain: float) -> None:
+        """The fresh process must give the trained model's logits on the replay windows."""
+        self.enter("replay")
+        t0 = time.perf_counter()
+        alt = probes.full_log_probs(self.forward(worker, exchange, self.replay_x, "eval", self.precision))
+        everywhere = torch.ones(len(self.replay_x), self.spec.seq_len, dtype=torch.bool)
+        replay = probes.compare("probe:replay", self.replay_ref, alt, everywhere, tol, gain, probes.REPLAY)
+        del alt
+        previous = next((c for c in self.checks if c["name"] == "probe:replay"), None)
+        if previous is None:
+            self.checks.append(replay)
+        elif not replay["passed"]:
+            self.checks[self.checks.index(previous)] = replay
+        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
+        budget.raise_on_failure("probe", [replay])
+
+    def validate(self, worker: WorkerProcess, exchange: Exchange, batches: list, score: Score,
+                 recorder: "probes.HiddenRecorder", step: int) -> int:
+        """One scoring process's share: its validation batches in a random order with probe
+        batches among them; the judge scores each batch as it arrives. Returns the next step."""
+        from tqdm import tqdm
+
+        spec = self.spec
+        self.enter("validate")
+        times, handover = [], 0.0
         heartbeat = spec.heartbeat_s
         t0 = time.perf_counter()
-        for step, (kind, rows) in enumerate(tqdm(plan.batches, desc="validate", file=sys.stderr,
-                                                 disable=not self.progress, mininterval=1.0)):
-            x = self.val_x[rows] if kind == "real" else plan.probe_rows[rows]
+        for kind, rows in tqdm(batches, desc="validate", file=sys.stderr, disable=not self.progress,
+                               mininterval=1.0):
+            x = self.val_x[rows] if kind == "real" else recorder.plan.probe_rows[rows]
             t_batch = time.perf_counter()
             logits = self.forward(worker, exchange, x, "eval", self.precision, heartbeat_s=heartbeat)
             times.append(time.perf_counter() - t_batch)
@@ -391,19 +428,13 @@ class Evaluation:
             else:
                 recorder.record_probe(step, rows, logits, lse)
             handover += time.perf_counter() - t_judge
+            step += 1
             if score.non_finite:
                 raise EvalFailure("validate", "non_finite_logits",
                                   "the model produced NaN/Inf logits in validation")
-        if not score.complete:
-            raise EvalFailure("validate", "evaluator_error", "not every validation window was scored")
-        self.timings["validation_s"] = time.perf_counter() - t0
-        self.timings["judge_scoring_s"] = handover
-        t1 = time.perf_counter()
-        hidden = recorder.checks(tol, gain)
-        self.checks.extend(hidden)
-        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t1
-        budget.raise_on_failure("probe", hidden)
-        self.result.update(score.metrics())
+        self.timings["validation_s"] += time.perf_counter() - t0
+        self.timings["judge_scoring_s"] += handover
+        return step
 
 
 def _mean_tail(losses: list, n: int = 100) -> Optional[float]:

@@ -1,7 +1,8 @@
 """Starting, watching and stopping one worker process. Standard library only.
 
-A worker runs ``python -m benchmark.worker FD`` in a new session (its own process group), with
-PR_SET_PDEATHSIG so it dies with the judge. A watchdog thread kills the whole group when the
+A worker runs ``python -m benchmark.worker FD`` in a new session (its own process group), in its
+own PID, IPC and network namespaces where the machine allows, with PR_SET_PDEATHSIG so it dies
+with the judge. A watchdog thread kills the whole group when the
 evaluation's wall clock runs out, when its resident memory passes the cap, or when the evaluation
 is cancelled. :meth:`WorkerProcess.recv` waits for the next message at most the heartbeat limit:
 silence longer than that is a hang and kills the worker. The judge reads the worker's CPU time from
@@ -11,8 +12,10 @@ silence longer than that is a hang and kills the worker. The judge reads the wor
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +48,30 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+NAMESPACES = ("--pid", "--fork", "--kill-child", "--ipc", "--net")
+
+
+@functools.lru_cache(maxsize=None)
+def isolation() -> tuple:
+    """(command prefix, description): the worker runs in its own PID, IPC and network namespaces
+    through util-linux ``unshare`` (as root, or in a user namespace otherwise). Its helpers cannot
+    leave its process tree (orphans re-parent to the worker, and all die with it), and SysV shared
+    memory, message queues, abstract sockets and loopback traffic cannot reach another worker.
+    Where neither works, workers run without (the result's ``sandbox`` says so)."""
+    tool = shutil.which("unshare")
+    if tool is None or sys.platform != "linux":
+        return (), "no namespaces (util-linux unshare not found)"
+    for extra in ((), ("--user", "--map-root-user")):
+        command = (tool,) + extra + NAMESPACES + ("--",)
+        try:
+            done = subprocess.run(command + ("true",), capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return command, "own PID, IPC and network namespaces" + (" (user namespace)" if extra else "")
+    return (), "no namespaces (unshare is not permitted here)"
 
 
 MAX_LINE = 1 << 20  # a longer channel line is a protocol breach (a worker flooding the judge)
@@ -125,7 +152,7 @@ class WorkerProcess:
     code, only when :meth:`start` sends its request."""
 
     def __init__(self, workdir: Path, deadline: float, memory_limit_mb: int,
-                 threads: Optional[int] = None, echo=None) -> None:
+                 threads: Optional[int] = None, echo=None, isolate: bool = True) -> None:
         self.deadline, self.memory_limit_mb = deadline, memory_limit_mb
         self.started = False
         self.tracked: dict = {}
@@ -140,8 +167,9 @@ class WorkerProcess:
             env.pop(key, None)  # a worker has no business knowing where the data lives
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
+        prefix, self.isolation = isolation() if isolate else ((), "no namespaces (disabled)")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmark.worker", str(write_fd)], cwd=str(workdir), env=env,
+            list(prefix) + [sys.executable, "-m", "benchmark.worker", str(write_fd)], cwd=str(workdir), env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             pass_fds=(write_fd,), start_new_session=True, preexec_fn=_set_pdeathsig)
         os.close(write_fd)

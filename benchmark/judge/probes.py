@@ -140,15 +140,21 @@ def full_log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class HiddenPlan:
-    """The scoring worker's sequence of batches: validation batches in a random order with probe
+    """The scoring workers' sequences of batches: validation batches in a random order with probe
     batches of the same shape among them, made of real validation text.
+
+    Validation is split between two fresh scoring processes (``runs[0]``, ``runs[1]``), each
+    scoring about half of the validation batches, and every probe row is scored in the process
+    that does not score the window it copies. A model that keeps state across the batches of one
+    process (a table of the continuations it has seen) then meets each probe copy without the
+    original's history, and the comparison shows what that history bought.
 
     Probe rows: `n_causal` validation windows cut at every position over the run, their suffix
     taken from other validation windows; and repeats of validation windows. Each is compared with
     the same window's log-probabilities in its own validation batch.
     """
 
-    batches: list = field(default_factory=list)   # [(kind, window ids or probe row ids)]
+    runs: list = field(default_factory=list)      # per process: [(kind, window ids or probe row ids)]
     probe_rows: np.ndarray = None                  # (P, T) input ids of the probe rows
     row_window: np.ndarray = None                  # (P,) the validation window each row copies
     row_cut: np.ndarray = None                     # (P,) cut point, or -1 for a repeat
@@ -158,34 +164,61 @@ class HiddenPlan:
     def wanted(self) -> set:
         return {int(w) for w in self.row_window}
 
+    @property
+    def batches(self) -> list:
+        return [batch for run in self.runs for batch in run]
+
 
 def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int, n_columns: int,
                 vocab: int, seed: int, rng: np.random.Generator) -> HiddenPlan:
     """The validation batches hold windows in a fixed order drawn from the public seed (so an
-    honest model's score repeats bit for bit); which batch runs when, and everything about the
-    probe batches, is drawn from the secret `rng`."""
+    honest model's score repeats bit for bit); which process scores which batch, which batch runs
+    when, and everything about the probe batches, is drawn from the secret `rng`. With a single
+    full validation batch (tiny test configs) there is one process, and probe copies share it."""
     n, seq_len = val_x.shape
     order = np.random.default_rng([seed, 0xBA7C4]).permutation(n)
     real = [order[i:i + batch_size] for i in range(0, n, batch_size)]
     full = np.concatenate([b for b in real if len(b) == batch_size]) if n >= batch_size else order
+    n_full = sum(len(b) == batch_size for b in real)
+    n_runs = 2 if n_full >= 2 else 1
+    owner = np.concatenate([rng.permutation(np.arange(n_full) % n_runs),   # batch -> process
+                            rng.integers(0, n_runs, size=len(real) - n_full)])
+    window_run = np.zeros(n, dtype=np.int64)
+    for b, windows in zip(owner, real):
+        window_run[windows] = b
     n_causal = min(n_causal, len(full))
     rows = max(batch_size, 1) if n >= batch_size else n
-    total = -(-(n_causal + n_repeat) // rows) * rows
     originals = rng.choice(full, size=n_causal, replace=False)
     cuts = stratified_cuts(n_causal, seq_len, rng)
     donors = np.array([rng.choice(full[full != w]) if len(full) > 1 else w for w in originals], dtype=np.int64)
-    repeats = rng.choice(full, size=total - n_causal, replace=len(full) < total - n_causal)
+    repeats = rng.choice(full, size=n_repeat, replace=len(full) < n_repeat)
     row_window = np.concatenate([originals, repeats]).astype(np.int64)
     row_cut = np.concatenate([cuts, -np.ones(len(repeats), dtype=np.int64)])
-    probe_rows = np.concatenate([suffix_swap(val_x[originals], val_x[donors], cuts), val_x[repeats]])
-    shuffle = rng.permutation(total)
-    probe_rows, row_window, row_cut = probe_rows[shuffle], row_window[shuffle], row_cut[shuffle]
-    probes = [("probe", np.arange(i, i + rows)) for i in range(0, total, rows)]
-    batches = [("real", real[i]) for i in rng.permutation(len(real))]
-    for probe in probes:
-        batches.insert(int(rng.integers(0, len(batches) + 1)), probe)
+    row_x = np.concatenate([suffix_swap(val_x[originals], val_x[donors], cuts), val_x[repeats]])
+    # each probe row goes to the other process; pad each process's rows to whole batches with
+    # more repeats of windows the other process scores
+    target = (window_run[row_window] + 1) % n_runs
+    pads_w, pads_t = [], []
+    for r in range(n_runs):
+        missing = -int((target == r).sum()) % rows
+        pool = full[(window_run[full] + 1) % n_runs == r]
+        pads_w.append(rng.choice(pool, size=missing, replace=len(pool) < missing))
+        pads_t.append(np.full(missing, r))
+    row_window = np.concatenate([row_window] + pads_w)
+    row_cut = np.concatenate([row_cut] + [-np.ones(len(p), dtype=np.int64) for p in pads_w])
+    row_x = np.concatenate([row_x] + [val_x[p] for p in pads_w])
+    target = np.concatenate([target] + pads_t)
+    shuffle = rng.permutation(len(row_window))
+    row_x, row_window, row_cut, target = row_x[shuffle], row_window[shuffle], row_cut[shuffle], target[shuffle]
+    runs = []
+    for r in range(n_runs):
+        ids = np.flatnonzero(target == r)
+        batches = [("real", real[i]) for i in rng.permutation(len(real)) if owner[i] == r]
+        for i in range(0, len(ids), rows):
+            batches.insert(int(rng.integers(0, len(batches) + 1)), ("probe", ids[i:i + rows]))
+        runs.append(batches)
     columns = torch.as_tensor(np.sort(rng.choice(vocab, size=min(n_columns, vocab), replace=False)))
-    return HiddenPlan(batches, probe_rows, row_window, row_cut, columns)
+    return HiddenPlan(runs, row_x, row_window, row_cut, columns)
 
 
 class HiddenRecorder:

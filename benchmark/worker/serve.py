@@ -22,7 +22,7 @@ from . import guard, sandbox
 from .candidate import build, import_candidate, raised_in_candidate, tail_traceback
 from .train import Runtime, forward_logits, make_optimizer, train
 from .. import statefile
-from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, TRAIN_FILE, Message, Op, WorkerRequest
+from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, Message, Op, ProtocolError, WorkerRequest
 from ..result import EvalFailure
 from ..spec import Spec
 
@@ -83,9 +83,6 @@ class Worker:
             self.out_map = mmap.mmap(fd, size * self.spec.vocab_size * 4)
         finally:
             os.close(fd)
-        self.windows = None
-        if request.role == "train":
-            self.windows = torch.from_numpy(np.load(self.workdir / TRAIN_FILE))
         wall = (sandbox.restrict(str(self.workdir), request.read_paths) if request.sandbox
                 else "none (disabled by the judge)")
         self.send(Message("hello", sandbox=wall))
@@ -129,12 +126,14 @@ class Worker:
             with FlopCounterMode(display=False) as counter:
                 forward_logits(self.model, x, Runtime(self.rt.device, "fp32"), self.spec.vocab_size, "budget")
             self.send(Message("flops", id=op.id, flops=int(counter.get_total_flops())))
-        elif op.op == "train":
-            self.train()
+        elif op.op == "train" and self.request.role == "train":
+            self.train(op.steps)
         elif op.op == "save":
             self.stage = "save"
             statefile.write(self.workdir / STATE_FILE, self.model.state_dict())
             self.send(Message("saved", id=op.id))
+        else:
+            raise ProtocolError(f"a {self.request.role} worker got op {op.op!r}")
 
     def forward(self, op: Op) -> None:
         x = torch.from_numpy(np.array(self.ids[:op.rows])).to(self.rt.device)
@@ -157,7 +156,14 @@ class Worker:
         out.copy_(logits.reshape(-1))
         self.send(Message("out", id=op.id, shape=list(logits.shape), dtype=dtype))
 
-    def train(self) -> None:
+    def next_batch(self, step: int) -> torch.Tensor:
+        """The judge's batch for `step` (it sends each one when the step two before it is done)."""
+        op = Op.from_json(next(self.ops))
+        if op.op != "batch":
+            raise ProtocolError(f"the judge sent {op.op!r} where step {step}'s batch was due")
+        return torch.tensor(op.tokens, dtype=torch.long)
+
+    def train(self, steps: int) -> None:
         spec = self.spec
         self.stage = "train"
         guard.seed_everything(spec.seed)
@@ -167,7 +173,7 @@ class Worker:
         def on_step(step: int, loss: float, flops) -> None:
             self.send(Message("step", step=step, loss=loss, flops=flops))
 
-        steps = train(self.model, optimizer, scheduler, self.windows, spec, self.rt, on_step,
+        steps = train(self.model, optimizer, scheduler, steps, self.next_batch, spec, self.rt, on_step,
                       progress=self.request.progress)
         guard.verify("train")
         self.send(Message("trained", step=steps))

@@ -77,25 +77,26 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return guard.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def train(model, optimizer, scheduler, windows: torch.Tensor, spec, rt: Runtime,
-          on_step: Callable[[int, float, Optional[int]], None], progress: bool = False,
+def train(model, optimizer, scheduler, steps: int, next_batch: Callable[[int], torch.Tensor], spec,
+          rt: Runtime, on_step: Callable[[int, float, Optional[int]], None], progress: bool = False,
           check_every: int = 10) -> int:
-    """Exactly len(windows) optimizer steps, one batch each. Step 0 runs under FlopCounterMode
-    (forward, backward and the optimizer's step: what a training step really does). `on_step`
-    receives (step, loss, flops or None) for every step: the heartbeat the judge watches."""
+    """Exactly `steps` optimizer steps, one batch each: next_batch(step) gives that step's
+    (batch, T + 1) token ids. Step 0 runs under FlopCounterMode (forward, backward and the
+    optimizer's step: what a training step really does). `on_step` receives (step, loss, flops or
+    None) for every step: the heartbeat the judge watches."""
     from tqdm import tqdm
 
     params = [p for p in model.parameters() if p.requires_grad]
-    windows = windows.to(rt.device)
-    steps, batch, width = windows.shape
     model.train()
     pending: list = []
     bar = tqdm(total=steps, desc="train", file=sys.stderr, disable=not progress, mininterval=1.0,
                dynamic_ncols=True)
     for step in range(steps):
+        window = next_batch(step).to(rt.device, non_blocking=True)
+        batch, width = window.shape
         counter = FlopCounterMode(display=False) if step == 0 else contextlib.nullcontext()
         with counter:
-            x, y = windows[step, :, :-1], windows[step, :, 1:]
+            x, y = window[:, :-1], window[:, 1:]
             with rt.autocast():
                 logits, aux = split_output(model(x))
             if step == 0:

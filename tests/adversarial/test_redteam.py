@@ -38,8 +38,22 @@ def test_a_daemon_that_left_the_session_does_not_hang_the_judge():
     assert "error" in result or result["valid"]  # a result came back
 
 
-@pytest.mark.xfail(strict=True, reason="open: Python state across validation batches of one scoring "
-                                       "process (a first-seen prefix table) still passes the probes")
 def test_a_first_seen_prefix_table_is_caught():
+    """A table of the first continuation seen per prefix, kept across the validation batches of one
+    process, leaks the next token while copies in the same process agree with it; scored in the
+    other process, a probe copy has no such history and its cut position shows the leak."""
     result = _run("firstseen_prefix_leak")
-    assert not result["valid"]
+    assert not result["valid"] and result["error_type"] == "probe", result.get("error")
+    assert "future leak" in result["error"]
+
+
+def test_a_table_shared_between_scoring_processes_through_sysv_memory_is_caught():
+    """The same table in System V shared memory (outside Landlock's reach) would let the second
+    scoring process see what the first one saw; each worker's own IPC namespace keeps it apart."""
+    from benchmark.judge.launch import isolation
+
+    if not isolation()[0]:
+        pytest.skip(f"this machine gives workers {isolation()[1]}")
+    result = _run("firstseen_shm_leak")
+    assert not result["valid"] and result["error_type"] == "probe", result.get("error")
+    assert "future leak" in result["error"]
