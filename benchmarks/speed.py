@@ -8,7 +8,7 @@ Prints (and with --output writes as JSON):
                             measured here: step_ms / ideal_ms
   judge: a real evaluation through the judge (evaluate_file, --eval-steps steps, the whole
   validation split) and where its time goes: data, build, training, validation, probes, the
-  second (scoring) process, the judge's scoring of the handed-over logits, and the hand-over copy
+  two fresh scoring processes, the judge's scoring of the handed-over logits, and the hand-over copy
   (measured here: one memcpy of each batch's logits into shared memory). judge_extra_s is what the
   judge design adds to an evaluation (second process + hand-over copies + hidden probe batches +
   replay), judge_extra_fraction that over the official evaluation's estimated wall time.
@@ -27,11 +27,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmark.data import eval_windows, load_benchmark_data, train_windows  # noqa: E402
+from benchmark.judge import probes  # noqa: E402
 from benchmark.judge.runner import evaluate_file  # noqa: E402
 from benchmark.judge.scoring import resolve_precision  # noqa: E402
 from benchmark.spec import SPEC  # noqa: E402
@@ -54,7 +56,8 @@ def build(module, schedule: str, device):
 def loop_times(model, opt, windows, rt) -> list:
     """The evaluator's loop; step times from its heartbeats."""
     stamps = []
-    train(model, opt, None, windows, SPEC, rt, lambda step, loss, flops: stamps.append(time.perf_counter()))
+    train(model, opt, None, len(windows), lambda step: windows[step], SPEC, rt,
+          lambda step, loss, flops: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
@@ -138,7 +141,10 @@ def judge_report(eval_steps: int, precision: str, step_ms_measured: float, n_win
         raise SystemExit(f"the reference failed: {result.get('error')}")
     t = result["timings"]
     n_val = math.ceil(n_windows / SPEC.val_batch_size)
-    n_probe = math.ceil((SPEC.probe_causal_rows + SPEC.probe_repeat_rows) / SPEC.val_batch_size)
+    plan = probes.hidden_plan(np.zeros((n_windows, SPEC.seq_len), dtype=np.int64), SPEC.val_batch_size,
+                              SPEC.probe_causal_rows, SPEC.probe_repeat_rows, SPEC.probe_vocab_columns,
+                              SPEC.vocab_size, SPEC.seed, np.random.default_rng(0))
+    n_probe = sum(kind == "probe" for kind, _ in plan.batches)
     forward_s = (t["validation_s"] - t["judge_scoring_s"]) / (n_val + n_probe)
     copy_s = handover_s(result["precision"], n_val + n_probe)
     official_s = t["wall_s"] + (SPEC.steps - eval_steps) * step_ms_measured / 1000
@@ -147,7 +153,7 @@ def judge_report(eval_steps: int, precision: str, step_ms_measured: float, n_win
                                     "validation_s", "judge_scoring_s", "wall_s")}
     return {"judge_eval_steps": eval_steps, **{f"judge_{k}": v for k, v in stages.items()},
             "judge_val_ppl": result["val_ppl"], "judge_handover_copy_s": copy_s,
-            "judge_probe_batches_s": n_probe * forward_s, "official_estimate_s": official_s,
+            "judge_probe_batches": n_probe, "judge_probe_batches_s": n_probe * forward_s, "official_estimate_s": official_s,
             "judge_extra_s": extra, "judge_extra_fraction": extra / official_s,
             "validation_fraction": t["validation_s"] / official_s}
 

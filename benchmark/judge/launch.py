@@ -55,22 +55,24 @@ NAMESPACES = ("--pid", "--fork", "--kill-child", "--ipc", "--net")
 
 @functools.lru_cache(maxsize=None)
 def isolation() -> tuple:
-    """(command prefix, description): the worker runs in its own PID, IPC and network namespaces
-    through util-linux ``unshare`` (as root, or in a user namespace otherwise). Its helpers cannot
-    leave its process tree (orphans re-parent to the worker, and all die with it), and SysV shared
-    memory, message queues, abstract sockets and loopback traffic cannot reach another worker.
+    """(command prefix, description): the worker runs in its own user, PID, IPC and network
+    namespaces through util-linux ``unshare`` (without the user namespace where that is refused).
+    Its helpers cannot leave its process tree (orphans re-parent to the worker, and all die with
+    it), and SysV shared memory, message queues, abstract sockets, loopback traffic and the user's
+    keyrings cannot carry anything to another worker.
     Where neither works, workers run without (the result's ``sandbox`` says so)."""
     tool = shutil.which("unshare")
     if tool is None or sys.platform != "linux":
         return (), "no namespaces (util-linux unshare not found)"
-    for extra in ((), ("--user", "--map-root-user")):
+    for extra in (("--user", "--map-root-user"), ()):  # a user namespace also separates keyrings
         command = (tool,) + extra + NAMESPACES + ("--",)
         try:
             done = subprocess.run(command + ("true",), capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if done.returncode == 0:
-            return command, "own PID, IPC and network namespaces" + (" (user namespace)" if extra else "")
+            return command, "own user, PID, IPC and network namespaces" if extra else \
+                "own PID, IPC and network namespaces (no user namespace: keyrings shared)"
     return (), "no namespaces (unshare is not permitted here)"
 
 
