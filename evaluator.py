@@ -11,7 +11,7 @@ seq_len, max_seq_len). `model(input_ids)` with input_ids a LongTensor (B, T) ret
 evaluator computes the loss itself (fp32 cross-entropy); a candidate's `.loss` is ignored and
 `aux_loss` (a finite scalar) enters the training objective only. Optional:
 `configure_optimizer(model, config) -> torch.optim.Optimizer` and `lr_lambda(step) -> float`;
-otherwise AdamW as in benchmark/spec.py. Optional `model.layer_top_k`: one int k per layer.
+otherwise AdamW as in benchmark/spec.py. Required `model.layer_top_k`: one int k per layer.
 
 The evaluator owns data, tokenizer, batches, steps, seed, loss, validation and every check; the
 candidate runs in an isolated worker process. See README.md for the rules and the result schema.
@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchmark.cli import main  # noqa: E402
-from benchmark.search.integration import evaluate, evaluate_stage1, evaluate_stage2  # noqa: E402,F401
+from benchmark.search.integration import evaluate, evaluate_stage1, evaluate_stage2, evaluate_stage3  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,6 +2,7 @@
 
   compare RESULT.json ... [--baseline NAME] [--plot out.png]   leaderboard of results
   openevolve-config [--check FILE]                             print configs/openevolve.yaml
+  shinka-config [--check FILE]                                 print shinka/shinka.yaml
   experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR] [--rows A,B]
              [--executor local|ray] [--address ADDR]           run a study (patterns, schedules, warmup)
 """
@@ -14,6 +15,7 @@ import sys
 def main(argv: list) -> int:
     commands = {"compare": "benchmark.analysis.compare",
                 "openevolve-config": "benchmark.search.openevolve_config",
+                "shinka-config": "benchmark.search.shinka_config",
                 "experiment": "benchmark.experiments.runner"}
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

@@ -3,7 +3,7 @@
     python evaluator.py CANDIDATE [--dataset NAME] [--data-dir DIR] [--tokenizer-dir DIR]
         [--seed N] [--steps N] [--device cpu|cuda] [--precision bf16|fp32] [--split validation|test]
         [--val-tokens N] [--allow-uniform-top-k] [--time-limit S] [--memory-limit MB] [--heartbeat S]
-        [--stage 1|2]
+        [--stage 1|2|3]
         [--seeds N] [--no-cache] [--output FILE] [--quiet]
     python evaluator.py --program_path P --results_dir D [--k v ...]     (ShinkaEvolve)
 
@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", type=_positive_int, help=f"memory cap, MiB (default {SPEC.memory_limit_mb})")
     p.add_argument("--heartbeat", type=float, help=f"kill a worker silent this long as a hang, s (default "
                                                    f"{SPEC.heartbeat_s:g}, or {SPEC.heartbeat_factor:g}x its median step)")
-    p.add_argument("--stage", choices=("1", "2"), help="1: checks and a smoke run only (cascade); 2: full")
+    p.add_argument("--stage", choices=("1", "2", "3"),
+                   help="1: checks and a smoke run only (cascade); 2: full; 3: full, plus "
+                        f"{SPEC.stage3_extra_seeds} more seeds averaged when the score is within seed "
+                        "noise of the best this cache has seen (noise-aware selection)")
     p.add_argument("--seeds", type=_positive_int, default=1,
                    help="train N seeds (seed, seed+1, ...): per-seed scores, mean, std, 95%% CI")
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write the results cache")
@@ -86,6 +89,10 @@ def run_args(args: argparse.Namespace, candidate: str) -> dict:
                   device=args.device, precision=args.precision,
                   mode="stage1" if args.stage == "1" else "full", time_limit_s=args.time_limit,
                   memory_limit_mb=args.memory_limit, progress=not args.quiet, use_cache=not args.no_cache)
+    if args.stage == "3":
+        from .search.noise import evaluate_noise_aware
+
+        return evaluate_noise_aware(candidate, **kwargs)
     if args.seeds > 1:
         return evaluate_seeds(candidate, args.seeds, **kwargs)
     return evaluate_file(candidate, **kwargs)
@@ -95,11 +102,14 @@ def write_shinka(result: dict, results_dir: str) -> None:
     """ShinkaEvolve's files: metrics.json (combined_score, public, private, text_feedback) and
     correct.json ({correct, error})."""
     from .search.feedback import text_feedback
+    from .search.integration import relative_score
 
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    public = {k: result.get(k) for k in ("val_loss", "val_ppl", "val_acc", "train_loss",
-                                          "step_ms_median", "param_count") if k in result}
+    public = {"relative_score": round(relative_score(result, SPEC), 4)}
+    public.update({k: result.get(k) for k in ("val_ppl", "val_loss", "val_acc", "n_seeds", "combined_score_std",
+                                              "train_loss", "step_ms_median") if k in result})
+    public.update(result.get("descriptors") or {})
     metrics = {"combined_score": result.get("combined_score", 0.0), "public": public,
                "private": {"checks": result.get("checks", []), "timings": result.get("timings", {})},
                "text_feedback": text_feedback(result)}

@@ -64,6 +64,9 @@ class Result(TypedDict, total=False):
     probe_seed: str          # the OS randomness behind this run's probes (hex), for reproduction
     peak_rss_mb: float       # the workers' peak resident memory
     cached: bool             # served from the results cache
+    descriptors: dict        # machine-independent features for MAP-Elites (None where unknown):
+                             # attention_density (mean min(k, T) / T over layers, declared k),
+                             # forward_flops_per_token (reported), param_count
     # --seeds N (benchmark.analysis.multiseed)
     seeds: list              # per-seed summaries
     n_seeds: int
@@ -142,3 +145,20 @@ def clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     return value
+
+
+def descriptors(result: dict) -> dict:
+    """Stable, machine-independent features of a result (failures included: None where the run
+    ended before they were known), for a search's diversity axes; never timings."""
+    spec = result.get("spec") or {}
+    seq_len = spec.get("seq_len")
+    top_k = result.get("layer_top_k")
+    density = None
+    if (isinstance(top_k, list) and top_k and isinstance(seq_len, int) and seq_len > 0
+            and all(isinstance(k, int) and not isinstance(k, bool) for k in top_k)):
+        density = sum(min(max(k, 0), seq_len) for k in top_k) / (len(top_k) * seq_len)
+    flops = (result.get("params") or {}).get("flops_per_token")
+    params = result.get("param_count")
+    return {"attention_density": density,
+            "forward_flops_per_token": flops if isinstance(flops, int) else None,
+            "param_count": params if isinstance(params, int) else None}

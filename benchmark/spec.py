@@ -133,6 +133,16 @@ class Spec:
     probe_gain_tol_bf16: float = 3e-3
 
     # --- integration ---
+    # The reference's validation perplexity at the official budget (seed 42), for the readable
+    # relative_score = reference_val_ppl / val_ppl that searches display (1.00 = the reference).
+    reference_val_ppl: float = 183.11
+    # Seed-to-seed standard deviation of the reference's validation perplexity, as a fraction
+    # (5 seeds: 182.9 +- 1.85): the noise band of the search's third, multi-seed stage.
+    seed_std_fraction: float = 0.010
+    # Stage 3 re-runs a candidate with this many more seeds when its one-seed score is within
+    # noise_band_sigmas standard deviations of the best score the search has seen.
+    stage3_extra_seeds: int = 2
+    noise_band_sigmas: float = 2.0
     # Steps of the smoke training in the cascade's stage 1.
     smoke_steps: int = 5
     # combined_score of a passing stage 1 (OpenEvolve cascade threshold); far below any 1/ppl.

@@ -18,6 +18,10 @@ def test_tiny_run_prints_a_complete_result(honest_tiny_result):
     assert r["val_loss"] > 0 and 0 <= r["val_acc"] <= 1 and r["train_loss"] > 0
     assert r["layer_top_k"] == [128, 32, 32, 64] and r["steps"] == 3
     assert r["params"]["total"] == r["params"]["embedding"] + r["params"]["non_embedding"]
+    # the descriptors a MAP-Elites search bins on: (128 + 32 + 32 + 64) / (4 x 128) = 0.5
+    assert r["descriptors"] == {"attention_density": 0.5, "param_count": r["param_count"],
+                                "forward_flops_per_token": r["params"]["flops_per_token"]}
+    assert r["descriptors"]["forward_flops_per_token"] > 0
     for key in ("total_s", "train_s", "validation_s", "step_ms_median", "tokens_per_s", "probes_s"):
         assert r["timings"][key] > 0, key
     assert {"torch", "threads", "cpu", "device"} <= set(r["environment"])

@@ -20,7 +20,7 @@ from tests.conftest import REPO
 openevolve = pytest.importorskip("openevolve")
 yaml = pytest.importorskip("yaml")
 
-TINY_OVERRIDES = json.dumps({"steps": 3, "val_tokens": 4096})
+TINY_OVERRIDES = json.dumps({"steps": 3, "val_tokens": 4096, "stage3_extra_seeds": 1})
 BROKEN = "def build_model(config):\n    return None\n"
 
 

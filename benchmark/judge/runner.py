@@ -25,7 +25,7 @@ from typing import Optional
 from .launch import CANCEL, REPO_ROOT  # noqa: F401  (CANCEL is part of this module's interface)
 from .static_checks import check_source
 from ..fsutil import atomic_write, cache_dir
-from ..result import base_result, check, failure
+from ..result import base_result, check, descriptors, failure
 from ..spec import Spec
 
 log = logging.getLogger(__name__)
@@ -72,18 +72,26 @@ def _run_root() -> Optional[str]:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
-def evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir: Optional[str] = None,
-                  tokenizer_dir: Optional[str] = None, device: str = "cpu",
-                  precision: Optional[str] = None, mode: str = "full",
-                  time_limit_s: Optional[float] = None, memory_limit_mb: Optional[int] = None,
-                  progress: bool = True, echo=sys.stderr, use_cache: bool = True,
-                  trusted: bool = False, threads: Optional[int] = None, sandbox: bool = True) -> dict:
-    """Evaluates one candidate file; always returns a result dict (schema: benchmark.result).
+def evaluate_file(candidate: str, **kwargs) -> dict:
+    """Evaluates one candidate file; always returns a result dict (schema: benchmark.result),
+    with its `descriptors`. Keywords: overrides, data_dir, tokenizer_dir, device, precision, mode,
+    time_limit_s, memory_limit_mb, progress, echo, use_cache, trusted, threads, sandbox.
 
     `trusted` skips the static checks, for the benchmark's own experiment models only (they import
     the benchmark); they still run in sandboxed workers, with every probe. `threads` caps the
     workers' torch threads, for several evaluations side by side.
     """
+    result = _evaluate_file(candidate, **kwargs)
+    result["descriptors"] = descriptors(result)
+    return result
+
+
+def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir: Optional[str] = None,
+                   tokenizer_dir: Optional[str] = None, device: str = "cpu",
+                   precision: Optional[str] = None, mode: str = "full",
+                   time_limit_s: Optional[float] = None, memory_limit_mb: Optional[int] = None,
+                   progress: bool = True, echo=sys.stderr, use_cache: bool = True,
+                   trusted: bool = False, threads: Optional[int] = None, sandbox: bool = True) -> dict:
     started = time.monotonic()
     overrides = dict(overrides or {})
     try:

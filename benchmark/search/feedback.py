@@ -7,6 +7,7 @@ piece is kept well under OpenEvolve's 20 KB artifact limit.
 from __future__ import annotations
 
 from ..result import failed_checks
+from ..spec import Spec
 
 MAX_CHARS = 4000
 
@@ -34,6 +35,17 @@ def timing_text(result: dict) -> str:
     return ", ".join(f"{k}={t[k]:.3g}" for k in keys if isinstance(t.get(k), (int, float)))
 
 
+def seeds_text(result: dict) -> str:
+    """The noise-aware stage's summary: n_seeds, mean score and spread, per-seed perplexity."""
+    if "n_seeds" not in result or not result.get("seeds"):
+        return ""
+    per_seed = ", ".join(f"seed {r.get('seed')}: {r.get('val_ppl', float('nan')):.3f}" for r in result["seeds"])
+    std = result.get("combined_score_std")
+    spread = f" +- {std:.3g} (std)" if isinstance(std, (int, float)) else ""
+    return (f"n_seeds {result['n_seeds']}: combined_score is the mean, {result.get('combined_score', 0.0):.6g}"
+            f"{spread}; val_ppl {per_seed}")
+
+
 def text_feedback(result: dict) -> str:
     if not result.get("valid"):
         body = failure_text(result)
@@ -43,6 +55,13 @@ def text_feedback(result: dict) -> str:
     parts = [f"val_ppl {result.get('val_ppl', float('nan')):.3f}, val_loss "
              f"{result.get('val_loss', float('nan')):.4f}, val_acc {result.get('val_acc', float('nan')):.4f}"
              if "val_ppl" in result else f"passed {result.get('mode')} checks"]
+    if "val_ppl" in result:
+        ref = Spec().reference_val_ppl
+        parts.append(f"relative_score {ref / result['val_ppl']:.4f} (the reference's val_ppl {ref:g} / "
+                     "this val_ppl; above 1 beats the reference)")
+    seeds = seeds_text(result)
+    if seeds:
+        parts.append(seeds)
     if result.get("layer_top_k"):
         parts.append(f"layer_top_k {result['layer_top_k']}")
     if result.get("loss_curve"):
@@ -61,5 +80,7 @@ def artifacts(result: dict) -> dict:
             out["traceback_tail"] = _clip(tail, 3000)
     if result.get("loss_curve"):
         out["loss_curve"] = curve_text(result)
+    if seeds_text(result):
+        out["seeds"] = seeds_text(result)
     out["timings"] = timing_text(result)
     return out

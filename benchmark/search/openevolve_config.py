@@ -46,6 +46,8 @@ llm:
 prompt:
   num_top_programs: 3
   num_diverse_programs: 2
+  # The default (500) asks the LLM to simplify any program over 500 characters: every prompt here.
+  suggest_simplification_after_chars: null
   system_message: |
 {message}
 
@@ -53,6 +55,10 @@ database:
   population_size: 200
   archive_size: 50
   num_islands: 4
+  # OpenEvolve's own axes. For PLASA axes, set PLASA_FEATURES=attention_density (or
+  # forward_flops_per_token, param_count, all) in the environment and list them here, e.g.
+  # ["attention_density", "complexity"]: the evaluator then adds them to its metrics (OpenEvolve's
+  # prompt then reads attempts whose descriptor changed as "mixed", which is why they are opt-in).
   feature_dimensions: ["complexity", "diversity"]
 
 evaluator:
@@ -61,13 +67,16 @@ evaluator:
   # evaluate() never raises and a failure is deterministic: retrying only repeats it.
   max_retries: 0
   # Stage 1 (static checks, build, budget, causality probes, {SPEC.smoke_steps}-step smoke run, ~10 s)
-  # returns {SPEC.stage1_pass_score:g} on pass and 0.0 on failure; stage 2 is the full evaluation.
+  # returns {SPEC.stage1_pass_score:g} on pass and 0.0 on failure; stage 2 is the full evaluation
+  # (one seed); stage 3 (noise-aware) re-runs a candidate on {SPEC.stage3_extra_seeds} more seeds and
+  # returns the mean when its score is within {SPEC.noise_band_sigmas:g} seed standard deviations
+  # ({SPEC.seed_std_fraction:.1%} each) of the best this search has seen; otherwise stage 2's result
+  # stands (from the cache, at no cost).
   cascade_evaluation: true
-  cascade_thresholds: [{SPEC.stage1_pass_score:.10f}]
+  cascade_thresholds: [{SPEC.stage1_pass_score:.10f}, {SPEC.stage1_pass_score:.10f}]
   # CPU: one evaluation already uses every core (torch threads); run 1 per machine, or
   # cores / threads-per-evaluation with OMP_NUM_THREADS set. GPU (PLASA_DEVICE=cuda): 1 per GPU.
   parallel_evaluations: 1
-  enable_artifacts: true
 """
 
 
