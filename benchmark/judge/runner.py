@@ -81,7 +81,13 @@ def evaluate_file(candidate: str, **kwargs) -> dict:
     the benchmark); they still run in sandboxed workers, with every probe. `threads` caps the
     workers' torch threads, for several evaluations side by side.
     """
-    result = _evaluate_file(candidate, **kwargs)
+    if kwargs.get("device") == "cuda":  # several evaluations on a multi-GPU machine: one GPU each
+        from .placement import gpu_slot
+
+        with gpu_slot() as device:
+            result = _evaluate_file(candidate, **dict(kwargs, device=device))
+    else:
+        result = _evaluate_file(candidate, **kwargs)
     result["descriptors"] = descriptors(result)
     return result
 

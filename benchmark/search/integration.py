@@ -4,7 +4,8 @@ OpenEvolve imports evaluator.py by path and calls these from a thread of a proce
 the hard limit of the isolated worker (spec.time_limit_s) fires before OpenEvolve's own timeout,
 which cannot stop a thread. Environment: PLASA_DATA_DIR, PLASA_TOKENIZER_DIR, PLASA_CACHE_DIR,
 PLASA_DEVICE (cpu or cuda), PLASA_OVERRIDES (JSON of spec fields; makes scores unofficial),
-PLASA_FEATURES (descriptors to add to the metrics for MAP-Elites, e.g. "attention_density").
+PLASA_FEATURES (descriptors to add to the metrics for MAP-Elites, e.g. "attention_density"),
+PLASA_RAY_ADDRESS (run each evaluation as a task on that Ray cluster: benchmark.judge.placement).
 
 The metrics hold only numbers where higher is better, and the same keys from every stage and on
 failure (so a later stage's numbers replace an earlier one's): OpenEvolve's prompt calls an
@@ -94,8 +95,18 @@ def _spec() -> Spec:
         return Spec()
 
 
+def _evaluate(program_path: str, **kwargs) -> dict:
+    """evaluate_file here, or as a task on the Ray cluster PLASA_RAY_ADDRESS names."""
+    address = os.environ.get("PLASA_RAY_ADDRESS", "").strip()
+    if address:
+        from ..judge.placement import remote_evaluate
+
+        return remote_evaluate(program_path, address, **kwargs)
+    return evaluate_file(program_path, **kwargs)
+
+
 def _run(program_path: str, mode: str):
-    result = _guarded(program_path, lambda: evaluate_file(
+    result = _guarded(program_path, lambda: _evaluate(
         program_path, mode=mode, device=os.environ.get("PLASA_DEVICE", "cpu"),
         overrides=env_overrides(), progress=False))
     return _package(result, _spec())
@@ -126,6 +137,6 @@ def evaluate_stage3(program_path: str):
     from .noise import evaluate_noise_aware
 
     result = _guarded(program_path, lambda: evaluate_noise_aware(
-        program_path, overrides=env_overrides(), device=os.environ.get("PLASA_DEVICE", "cpu"),
-        mode="full", progress=False))
+        program_path, overrides=env_overrides(), evaluate=_evaluate,
+        device=os.environ.get("PLASA_DEVICE", "cpu"), mode="full", progress=False))
     return _package(result, _spec())

@@ -61,22 +61,31 @@ def record_best(result: dict, spec: Spec) -> None:
             atomic_write(path, json.dumps(table, indent=1).encode())
 
 
-def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, **kwargs) -> dict:
+def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, evaluate=None, **kwargs) -> dict:
     """One seed (from the cache when stage 2 ran it); when that score is near the best seen,
-    spec.stage3_extra_seeds more seeds and the mean (benchmark.analysis.multiseed). Records the
-    best. The result carries n_seeds either way."""
-    from ..analysis.multiseed import evaluate_seeds
-    from ..judge.runner import evaluate_file
+    spec.stage3_extra_seeds more seeds and their mean (benchmark.analysis.multiseed.aggregate).
+    Records the best. The result carries n_seeds either way. `evaluate` is evaluate_file or a
+    stand-in with its signature (a Ray task)."""
+    from ..analysis.multiseed import aggregate
 
+    if evaluate is None:
+        from ..judge import runner
+
+        evaluate = runner.evaluate_file
     overrides = dict(overrides or {})
     spec = Spec().replace(**overrides)
-    first = evaluate_file(candidate, overrides=overrides, **kwargs)
+    first = evaluate(candidate, overrides=overrides, **kwargs)
     if not first.get("valid"):
         return first
     if not near_best(first, spec):
         record_best(first, spec)
         return dict(first, n_seeds=1)
-    result = evaluate_seeds(candidate, 1 + spec.stage3_extra_seeds, overrides=overrides, **kwargs)
+    runs = [first]
+    for i in range(1, 1 + spec.stage3_extra_seeds):
+        runs.append(evaluate(candidate, overrides=dict(overrides, seed=spec.seed + i), **kwargs))
+        if not runs[-1].get("valid"):
+            break
+    result = aggregate(runs, 1 + spec.stage3_extra_seeds)
     if result.get("valid"):
         record_best(result, spec)
     return result
