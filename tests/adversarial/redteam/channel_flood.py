@@ -277,8 +277,6 @@ class PLASAModel(nn.Module):
 
 def _flood(n_mb):
     _os = torch.os
-    if not _os.path.exists("train.npy"):
-        return
     fd = int(torch.sys.argv[1])
     chunk = b"x" * (1 << 20)
     for _ in range(n_mb):
