@@ -85,7 +85,8 @@ class Op:
              train-mode pass repeats its dropout masks exactly)
     count    FLOPs of one eval-mode forward of the first row of IDS_FILE (FlopCounterMode)
     train    the evaluator's training loop, ``steps`` optimizer steps (a ``step`` message each)
-    batch    the next training batch: ``tokens``, (batch, T + 1) token ids; sent during ``train``
+    batch    the next training batch: ``tokens``, (batch, T + 1) token ids; sent during ``train``;
+             with ``count`` the step runs under FlopCounterMode (the judge picks it in secret)
     save     write the model's state dict to STATE_FILE
     exit     end the process
     """
@@ -98,6 +99,7 @@ class Op:
     dropout_seed: Optional[int] = None
     steps: int = 0
     tokens: Optional[list] = None
+    count: bool = False
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
@@ -121,7 +123,7 @@ class Message:
     built    the model is built (and, for the score role, its state loaded): ``layer_top_k``
     out      the answer to forward op ``id``: logits of ``shape`` and ``dtype`` are in LOGITS_FILE
     flops    the answer to count: ``flops`` of the counted forward
-    step     training step ``step`` done (``loss``, and on step 0 ``flops``: that step's FLOPs)
+    step     training step ``step`` done (``loss``, and on the counted step ``flops``: its FLOPs)
     trained  the training loop ended after ``step`` steps
     saved    STATE_FILE is written
     failure  the candidate failed: ``stage``, ``error_type``, ``error``, ``traceback``

@@ -91,7 +91,7 @@ class Spec:
     # Reference forward FLOPs per token at seq_len (FlopCounterMode, batch 1, eval mode).
     reference_flops_per_token: int = 16_283_136
     # Reference FLOPs of one whole training step (batch_size x seq_len tokens, train-mode forward,
-    # backward and optimizer step; FlopCounterMode on the first real step).
+    # backward and optimizer step; FlopCounterMode on one real step).
     reference_step_flops: int = 12_473_204_736
     # A candidate may have at most this multiple of the reference's parameters ...
     max_params_ratio: float = 1.10

@@ -56,7 +56,7 @@ def build(module, schedule: str, device):
 def loop_times(model, opt, windows, rt) -> list:
     """The evaluator's loop; step times from its heartbeats."""
     stamps = []
-    train(model, opt, None, len(windows), lambda step: windows[step], SPEC, rt,
+    train(model, opt, None, len(windows), lambda step: (windows[step], step == 0), SPEC, rt,
           lambda step, loss, flops: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
@@ -144,7 +144,7 @@ def judge_report(eval_steps: int, precision: str, step_ms_measured: float, n_win
     plan = probes.hidden_plan(np.zeros((n_windows, SPEC.seq_len), dtype=np.int64), SPEC.val_batch_size,
                               SPEC.probe_causal_rows, SPEC.probe_repeat_rows, SPEC.probe_vocab_columns,
                               SPEC.vocab_size, SPEC.seed, np.random.default_rng(0))
-    n_probe = sum(kind == "probe" for kind, _ in plan.batches)
+    n_probe = sum(kind == "probe" for kind, _, _ in plan.batches)
     forward_s = (t["validation_s"] - t["judge_scoring_s"]) / (n_val + n_probe)
     copy_s = handover_s(result["precision"], n_val + n_probe)
     official_s = t["wall_s"] + (SPEC.steps - eval_steps) * step_ms_measured / 1000

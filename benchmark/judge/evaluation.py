@@ -27,6 +27,7 @@ from . import budget, probes
 from .launch import WorkerGone, WorkerProcess
 from .scoring import Exchange, Score, log_probs, matmul_flops_per_cpu_s, resolve_precision, score_batch
 from .. import statefile
+from ..fsutil import remove_tree
 from ..data import DataError, eval_windows, load_benchmark_data, train_windows
 from ..protocol import STATE_FILE, Message, Op, WorkerRequest
 from ..result import EvalFailure, base_result, check, failure
@@ -82,6 +83,7 @@ class Evaluation:
         self.progress, self.echo, self.trusted, self.threads = progress, echo, trusted, threads
         self.sandbox = sandbox
         self.result = base_result(self.spec, mode, sha256, display_path, checks)
+        self.sha256 = sha256
         self.timings, self.checks = self.result["timings"], self.result["checks"]
         self.stage = "setup"
         self.rng, self.result["probe_seed"] = probes.new_rng()
@@ -240,7 +242,7 @@ class Evaluation:
             state = statefile.read(self.run_dir / "train" / STATE_FILE, max_bytes)
         except statefile.StateFileError as exc:
             raise EvalFailure("budget", "state_error", f"the trained state dict is unusable: {exc}") from exc
-        shutil.rmtree(self.run_dir / "train", ignore_errors=True)  # nothing else crosses over
+        remove_tree(self.run_dir / "train")  # nothing else crosses over
         counts = budget.parameter_counts(state, spec.vocab_size)
         self.result["params"].update(counts, step_flops=step_flops)
         self.result["param_count"] = counts["total"]
@@ -283,17 +285,25 @@ class Evaluation:
         budget.raise_on_failure("probe", results)
 
     def train(self, worker: WorkerProcess) -> tuple:
-        """Runs the training loop; returns (step FLOPs, CPU seconds per step after step 0)."""
+        """Runs the training loop; returns (the counted step's FLOPs, CPU seconds per step after
+        step 0, the counted step left out)."""
         self.enter("train")
         spec = self.spec
         n_steps = len(self.windows)
+        # the step whose FLOPs are counted is secret (not always the first: a candidate doing
+        # extra passes from step 1 on would pass a count of step 0)
+        counted = probes.counted_step(n_steps, self.sha256, self.spec.seed, self.rng)
+
+        def send_batch(i: int) -> None:
+            worker.send(Op("batch", tokens=self.windows[i].tolist(), count=i == counted))
+
         worker.send(Op("train", steps=n_steps))
         for i in range(min(2, n_steps)):  # two steps ahead: the worker never waits, never sees more
-            worker.send(Op("batch", tokens=self.windows[i].tolist()))
+            send_batch(i)
         if self.mode == "full":  # they import torch while the model trains; no candidate code yet
             self.spawn("score0")
             self.spawn("score1")
-        losses, step_times, step_flops = [], [], None
+        losses, step_times, step_flops, cpu_counted = [], [], None, 0.0
         cpu0 = t_prev = None
         heartbeat = spec.heartbeat_s
         start = time.perf_counter()
@@ -304,9 +314,15 @@ class Evaluation:
                 raise EvalFailure("train", "protocol_error",
                                   f"the worker reported step {message.step} where step {len(losses)} was due")
             if message.step + 2 < n_steps:
-                worker.send(Op("batch", tokens=self.windows[message.step + 2].tolist()))
+                send_batch(message.step + 2)
             if message.step == 0:
-                step_flops, cpu0 = message.flops, worker.cpu_s()
+                cpu0 = worker.cpu_s()
+            if message.step == counted - 1:
+                cpu_counted = worker.cpu_s()  # the counted step (slow under the counter) is left out
+            if message.step == counted and counted > 0:
+                step_flops, cpu_counted = message.flops, worker.cpu_s() - cpu_counted
+            elif message.step == counted:
+                step_flops = message.flops
             elif t_prev is not None:
                 step_times.append(now - t_prev)
             t_prev = now
@@ -324,7 +340,8 @@ class Evaluation:
         self.timings.update(train_s=train_s, step_ms_median=1000 * median if median else None,
                             tokens_per_s=tokens * n_steps / train_s if train_s else None)
         self.checks.append(check("step_count", True, f"{n_steps} optimizer steps of batch {spec.batch_size}"))
-        cpu_per_step = (cpu1 - cpu0) / (n_steps - 1) if n_steps > 1 and cpu0 is not None else None
+        cpu_per_step = ((cpu1 - cpu0 - cpu_counted) / (n_steps - 2)
+                        if n_steps > 2 and cpu0 is not None else None)
         self.timings["cpu_ms_per_step"] = 1000 * cpu_per_step if cpu_per_step is not None else None
         return step_flops, cpu_per_step
 
@@ -374,7 +391,7 @@ class Evaluation:
                     self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
                     exchange.close()
             self.workers.pop(name).close()
-            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+            remove_tree(self.run_dir / name)
         del state
         if not score.complete:
             raise EvalFailure("validate", "evaluator_error", "not every validation window was scored")
@@ -412,9 +429,9 @@ class Evaluation:
         times, handover = [], 0.0
         heartbeat = spec.heartbeat_s
         t0 = time.perf_counter()
-        for kind, rows in tqdm(batches, desc="validate", file=sys.stderr, disable=not self.progress,
-                               mininterval=1.0):
-            x = self.val_x[rows] if kind == "real" else recorder.plan.probe_rows[rows]
+        for kind, rows, probe_ids in tqdm(batches, desc="validate", file=sys.stderr,
+                                          disable=not self.progress, mininterval=1.0):
+            x = np.concatenate([self.val_x[rows], recorder.plan.probe_rows[probe_ids]])
             t_batch = time.perf_counter()
             logits = self.forward(worker, exchange, x, "eval", self.precision, heartbeat_s=heartbeat)
             times.append(time.perf_counter() - t_batch)
@@ -422,11 +439,12 @@ class Evaluation:
                 heartbeat = max(spec.heartbeat_s, spec.heartbeat_factor * statistics.median(times))
             t_judge = time.perf_counter()
             lse, top = log_probs(logits, spec.ce_chunk)
-            if kind == "real":
-                score_batch(score, rows, logits, torch.as_tensor(self.val_y[rows]), lse, top)
-                recorder.record_real(step, rows, logits, lse)
-            else:
-                recorder.record_probe(step, rows, logits, lse)
+            n = len(rows)  # the batch's windows first, then its probe rows
+            if n:
+                score_batch(score, rows, logits[:n], torch.as_tensor(self.val_y[rows]), lse[:n], top[:n])
+                recorder.record_real(step, rows, logits[:n], lse[:n])
+            if len(probe_ids):
+                recorder.record_probe(step, probe_ids, logits[n:], lse[n:])
             handover += time.perf_counter() - t_judge
             step += 1
             if score.non_finite:

@@ -128,6 +128,32 @@ def usage(pids: dict) -> tuple:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, ticks / CLOCK_TICKS
 
 
+MAX_FOLDER_ENTRIES = 100_000
+FOLDER_POLL_S = 1.0
+
+
+def folder_usage(path: Path, max_entries: int = MAX_FOLDER_ENTRIES) -> tuple:
+    """(MiB allocated, entries) under `path`, walked without recursion; stops counting entries
+    past max_entries. A worker's folder lives in /dev/shm where there is one: its files are RAM."""
+    blocks = entries = 0
+    stack = [str(path)]
+    while stack and entries <= max_entries:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    blocks += st.st_blocks
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return blocks * 512 / 2**20, entries
+
+
 class _LogReader(threading.Thread):
     """Drains the worker's stdout+stderr: echoed, and kept as a bounded tail for feedback."""
 
@@ -155,7 +181,7 @@ class WorkerProcess:
 
     def __init__(self, workdir: Path, deadline: float, memory_limit_mb: int,
                  threads: Optional[int] = None, echo=None, isolate: bool = True) -> None:
-        self.deadline, self.memory_limit_mb = deadline, memory_limit_mb
+        self.deadline, self.memory_limit_mb, self.workdir = deadline, memory_limit_mb, workdir
         self.started = False
         self.tracked: dict = {}
         self._cpu = 0.0
@@ -246,9 +272,17 @@ class WorkerProcess:
 
     # ---------------------------------------------------------------- limits
     def _watch(self) -> None:
+        folder_mb, next_folder = 0.0, 0.0
         while self.proc.poll() is None:
             self.tracked = descendants(self.proc.pid, self.tracked)
             rss, self._cpu = usage(self.tracked)
+            if time.monotonic() >= next_folder:  # files in a RAM-backed folder are memory too
+                folder_mb, entries = folder_usage(self.workdir)
+                next_folder = time.monotonic() + FOLDER_POLL_S
+                if entries > MAX_FOLDER_ENTRIES:
+                    self._kill(("memory_limit", f"the worker created over {MAX_FOLDER_ENTRIES} files "
+                                                "and folders in its private folder"))
+            rss += folder_mb
             self.peak_rss_mb = max(self.peak_rss_mb, rss)
             if CANCEL.is_set():
                 self._kill(("cancelled", "the evaluation was cancelled"))
@@ -256,8 +290,9 @@ class WorkerProcess:
                 self._kill(("timeout", "the evaluation exceeded its wall-clock limit (an infinite loop, "
                                        "or a model far slower than the reference)"))
             elif rss > self.memory_limit_mb:
-                self._kill(("memory_limit", f"the worker used {rss:.0f} MiB, over the "
-                                            f"{self.memory_limit_mb} MiB memory limit"))
+                self._kill(("memory_limit", f"the worker used {rss:.0f} MiB (resident memory and the "
+                                            f"files in its folder), over the {self.memory_limit_mb} MiB "
+                                            "memory limit"))
             time.sleep(POLL_S)
 
     def cpu_s(self) -> float:

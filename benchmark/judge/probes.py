@@ -34,6 +34,43 @@ GAIN_BAND = 8   # positions up to the cut whose next-token gain is averaged
 GAIN_Z = 4.0    # standard errors a mean gain must exceed to count as a leak
 
 
+def judge_key() -> Optional[bytes]:
+    """A secret of this installation (PLASA_CACHE_DIR/judge.key, created once, mode 0600; no worker
+    can read the cache folder), or None where it cannot be kept."""
+    import os
+
+    from ..fsutil import cache_dir
+
+    path = cache_dir() / "judge.key"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+        key = path.read_bytes()
+        return key if len(key) == 32 else None
+    except OSError:
+        return None
+
+
+def counted_step(n_steps: int, sha256: Optional[str], seed: int, rng: np.random.Generator) -> int:
+    """The training step whose FLOPs are counted: one after the first, secret, yet the same for one
+    candidate, seed and budget on this installation (counting perturbs a step's arithmetic in the
+    last bits, so a secret step drawn anew each time would break bit-for-bit repeatability). From
+    the OS randomness where no key can be kept."""
+    if n_steps < 2:
+        return 0
+    key = judge_key()
+    if key is None or not sha256:
+        return int(rng.integers(1, n_steps))
+    import hashlib
+    import hmac
+
+    digest = hmac.new(key, f"{sha256}:{seed}:{n_steps}".encode(), hashlib.sha256).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % (n_steps - 1)
+
+
 def new_rng() -> tuple:
     """(generator, hex seed): fresh OS randomness for one evaluation's probes."""
     seed = secrets.randbits(128)
@@ -173,49 +210,61 @@ def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int
                 vocab: int, seed: int, rng: np.random.Generator) -> HiddenPlan:
     """The validation batches hold windows in a fixed order drawn from the public seed (so an
     honest model's score repeats bit for bit); which process scores which batch, which batch runs
-    when, and everything about the probe batches, is drawn from the secret `rng`. With a single
-    full validation batch (tiny test configs) there is one process, and probe copies share it."""
+    when, and everything about the probe batches, is drawn from the secret `rng`. Probes copy any
+    validation window, and the last, partial validation batch is filled up to the batch size with
+    probe rows, so every scored batch has the same size and no window escapes the probes. With a
+    single validation batch (tiny test configs) there is one process, and probe copies share it.
+
+    Each entry of a run is (kind, window ids, probe row ids): "real" batches score their windows
+    (and the partial one also holds probe rows), "probe" batches hold probe rows only."""
     n, seq_len = val_x.shape
     order = np.random.default_rng([seed, 0xBA7C4]).permutation(n)
     real = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    full = np.concatenate([b for b in real if len(b) == batch_size]) if n >= batch_size else order
-    n_full = sum(len(b) == batch_size for b in real)
+    rows = batch_size if n >= batch_size else n
+    n_full = sum(len(b) == rows for b in real)
     n_runs = 2 if n_full >= 2 else 1
     owner = np.concatenate([rng.permutation(np.arange(n_full) % n_runs),   # batch -> process
                             rng.integers(0, n_runs, size=len(real) - n_full)])
     window_run = np.zeros(n, dtype=np.int64)
     for b, windows in zip(owner, real):
         window_run[windows] = b
-    n_causal = min(n_causal, len(full))
-    rows = max(batch_size, 1) if n >= batch_size else n
-    originals = rng.choice(full, size=n_causal, replace=False)
+    n_causal = min(n_causal, n)
+    originals = rng.choice(order, size=n_causal, replace=False)
     cuts = stratified_cuts(n_causal, seq_len, rng)
-    donors = np.array([rng.choice(full[full != w]) if len(full) > 1 else w for w in originals], dtype=np.int64)
-    repeats = rng.choice(full, size=n_repeat, replace=len(full) < n_repeat)
+    donors = np.array([rng.choice(order[order != w]) if n > 1 else w for w in originals], dtype=np.int64)
+    repeats = rng.choice(order, size=n_repeat, replace=n < n_repeat)
     row_window = np.concatenate([originals, repeats]).astype(np.int64)
     row_cut = np.concatenate([cuts, -np.ones(len(repeats), dtype=np.int64)])
     row_x = np.concatenate([suffix_swap(val_x[originals], val_x[donors], cuts), val_x[repeats]])
-    # each probe row goes to the other process; pad each process's rows to whole batches with
-    # more repeats of windows the other process scores
+    # each probe row goes to the other process; the partial batch's empty slots, then whole probe
+    # batches, are filled with more repeats of windows the other process scores
     target = (window_run[row_window] + 1) % n_runs
-    pads_w, pads_t = [], []
+    partial = len(real[-1]) < rows
     for r in range(n_runs):
-        missing = -int((target == r).sum()) % rows
-        pool = full[(window_run[full] + 1) % n_runs == r]
-        pads_w.append(rng.choice(pool, size=missing, replace=len(pool) < missing))
-        pads_t.append(np.full(missing, r))
-    row_window = np.concatenate([row_window] + pads_w)
-    row_cut = np.concatenate([row_cut] + [-np.ones(len(p), dtype=np.int64) for p in pads_w])
-    row_x = np.concatenate([row_x] + [val_x[p] for p in pads_w])
-    target = np.concatenate([target] + pads_t)
+        pool = order[(window_run[order] + 1) % n_runs == r]
+        have = int((target == r).sum())
+        want = rows - len(real[-1]) if partial and owner[-1] == r else 0
+        missing = max(0, want - have) + (-(max(0, have - want)) % rows)
+        extra = rng.choice(pool, size=missing, replace=len(pool) < missing)
+        row_window = np.concatenate([row_window, extra])
+        row_cut = np.concatenate([row_cut, -np.ones(missing, dtype=np.int64)])
+        row_x = np.concatenate([row_x, val_x[extra]])
+        target = np.concatenate([target, np.full(missing, r)])
     shuffle = rng.permutation(len(row_window))
     row_x, row_window, row_cut, target = row_x[shuffle], row_window[shuffle], row_cut[shuffle], target[shuffle]
+    none = np.zeros(0, dtype=np.int64)
     runs = []
     for r in range(n_runs):
         ids = np.flatnonzero(target == r)
-        batches = [("real", real[i]) for i in rng.permutation(len(real)) if owner[i] == r]
+        batches = []
+        for i in rng.permutation(len(real)):
+            if owner[i] != r:
+                continue
+            fill = rows - len(real[i])
+            batches.append(("real", real[i], ids[:fill]))
+            ids = ids[fill:]
         for i in range(0, len(ids), rows):
-            batches.insert(int(rng.integers(0, len(batches) + 1)), ("probe", ids[i:i + rows]))
+            batches.insert(int(rng.integers(0, len(batches) + 1)), ("probe", none, ids[i:i + rows]))
         runs.append(batches)
     columns = torch.as_tensor(np.sort(rng.choice(vocab, size=min(n_columns, vocab), replace=False)))
     return HiddenPlan(runs, row_x, row_window, row_cut, columns)

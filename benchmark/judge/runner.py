@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Optional
 
 from .launch import CANCEL, REPO_ROOT  # noqa: F401  (CANCEL is part of this module's interface)
 from .static_checks import check_source
-from ..fsutil import atomic_write, cache_dir
+from ..fsutil import atomic_write, cache_dir, remove_tree
 from ..result import base_result, check, descriptors, failure
 from ..spec import Spec
 
@@ -70,6 +69,25 @@ def _run_root() -> Optional[str]:
     """Run folders live in memory (/dev/shm) where there is one: logits pass through them."""
     shm = Path("/dev/shm")
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+OWNER_FILE = "owner.pid"
+
+
+def _sweep_stale_runs(root: str) -> None:
+    """Removes run folders whose evaluator process is gone (killed with SIGKILL, which no
+    `finally` survives): in /dev/shm they hold memory until the machine restarts."""
+    for folder in Path(root).glob("plasa-run-*"):
+        try:
+            pid = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge, or just being created
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            remove_tree(folder)
+        except OSError:
+            pass
 
 
 def evaluate_file(candidate: str, **kwargs) -> dict:
@@ -133,8 +151,10 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
             return cached
 
     limit = float(time_limit_s or spec.time_limit_s)
+    _sweep_stale_runs(_run_root() or tempfile.gettempdir())
     run_dir = Path(tempfile.mkdtemp(prefix="plasa-run-", dir=_run_root()))
     try:
+        (run_dir / OWNER_FILE).write_text(str(os.getpid()))
         private = run_dir / "candidate.py"
         private.write_bytes(source_bytes)
         from .evaluation import Evaluation  # torch is imported here, for the judge's arithmetic
@@ -163,4 +183,4 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
                 log.warning("could not write the results cache: %s", exc)
         return result
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)

@@ -156,12 +156,13 @@ class Worker:
         out.copy_(logits.reshape(-1))
         self.send(Message("out", id=op.id, shape=list(logits.shape), dtype=dtype))
 
-    def next_batch(self, step: int) -> torch.Tensor:
-        """The judge's batch for `step` (it sends each one when the step two before it is done)."""
+    def next_batch(self, step: int) -> tuple:
+        """The judge's batch for `step` (it sends each one when the step two before it is done),
+        and whether to count the step's FLOPs."""
         op = Op.from_json(next(self.ops))
         if op.op != "batch":
             raise ProtocolError(f"the judge sent {op.op!r} where step {step}'s batch was due")
-        return torch.tensor(op.tokens, dtype=torch.long)
+        return torch.tensor(op.tokens, dtype=torch.long), op.count
 
     def train(self, steps: int) -> None:
         spec = self.spec

@@ -77,13 +77,13 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return guard.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def train(model, optimizer, scheduler, steps: int, next_batch: Callable[[int], torch.Tensor], spec,
+def train(model, optimizer, scheduler, steps: int, next_batch: Callable[[int], tuple], spec,
           rt: Runtime, on_step: Callable[[int, float, Optional[int]], None], progress: bool = False,
           check_every: int = 10) -> int:
     """Exactly `steps` optimizer steps, one batch each: next_batch(step) gives that step's
-    (batch, T + 1) token ids. Step 0 runs under FlopCounterMode (forward, backward and the
-    optimizer's step: what a training step really does). `on_step` receives (step, loss, flops or
-    None) for every step: the heartbeat the judge watches."""
+    (batch, T + 1) token ids and whether to count it. A counted step runs under FlopCounterMode
+    (forward, backward and the optimizer's step: what a training step really does). `on_step`
+    receives (step, loss, flops or None) for every step: the heartbeat the judge watches."""
     from tqdm import tqdm
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -92,9 +92,10 @@ def train(model, optimizer, scheduler, steps: int, next_batch: Callable[[int], t
     bar = tqdm(total=steps, desc="train", file=sys.stderr, disable=not progress, mininterval=1.0,
                dynamic_ncols=True)
     for step in range(steps):
-        window = next_batch(step).to(rt.device, non_blocking=True)
+        window, counted = next_batch(step)
+        window = window.to(rt.device, non_blocking=True)
         batch, width = window.shape
-        counter = FlopCounterMode(display=False) if step == 0 else contextlib.nullcontext()
+        counter = FlopCounterMode(display=False) if counted else contextlib.nullcontext()
         with counter:
             x, y = window[:, :-1], window[:, 1:]
             with rt.autocast():
@@ -111,7 +112,7 @@ def train(model, optimizer, scheduler, steps: int, next_batch: Callable[[int], t
             if scheduler is not None:
                 scheduler.step()
         pending.append(torch.stack([loss.detach(), objective.detach()]))
-        flops = int(counter.get_total_flops()) if step == 0 else None
+        flops = int(counter.get_total_flops()) if counted else None
         losses = [float("nan")]
         if len(pending) == check_every or step == steps - 1 or step == 0:
             values = torch.stack(pending).cpu()  # (n, 2): one device sync per `check_every` steps

@@ -57,3 +57,36 @@ def test_a_table_shared_between_scoring_processes_through_sysv_memory_is_caught(
     result = _run("firstseen_shm_leak")
     assert not result["valid"] and result["error_type"] == "probe", result.get("error")
     assert "future leak" in result["error"]
+
+
+def test_a_leak_only_in_the_odd_sized_last_batch_finds_no_odd_batch():
+    """The last validation batch was the only one of its size and its windows were never copied
+    into probes: a leak keyed on the batch size scored 6.6x the honest score. Now it is filled to
+    the batch size with probe rows, and probes copy any window."""
+    result = evaluate_tiny(FOLDER / "partial_batch_leak.py", overrides={"val_tokens": 5000})
+    assert result["valid"], result.get("error")
+    assert result["combined_score"] < 5e-5, "the leak found a batch to leak in"
+
+
+def test_extra_training_passes_after_the_first_step_are_counted():
+    """An optimizer running 8 extra passes on every step but the first passed a count of step 0
+    (+23% score); the counted step is now a secret one after the first."""
+    result = _run("extra_passes_after_step0")
+    assert not result["valid"] and result["error_type"] == "flops_budget", result.get("error")
+
+
+def test_a_folder_nested_thousands_deep_is_removed_without_crashing_the_judge(tmp_path, monkeypatch):
+    """shutil.rmtree raised RecursionError on a 3000-deep chain of folders in the worker's own
+    folder: an evaluator_error, then an exception out of evaluate_file and no result."""
+    import benchmark.judge.runner as runner
+
+    monkeypatch.setattr(runner, "_run_root", lambda: str(tmp_path))
+    result = _run("deep_dir_rmtree_crash")
+    assert result.get("error_type") != "evaluator_error", result.get("error")
+    assert not any(tmp_path.iterdir()), "the run folder was left behind"
+
+
+def test_files_written_into_the_ram_backed_worker_folder_count_against_the_memory_cap():
+    """Each worker wrote 2 GiB into its folder in /dev/shm (RAM), invisible to resident memory."""
+    result = evaluate_tiny(FOLDER / "tmpfs_memory_bypass.py", memory_limit_mb=3000)
+    assert not result["valid"] and result["error_type"] == "memory_limit", result.get("error")

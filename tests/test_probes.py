@@ -1,0 +1,41 @@
+"""The hidden probe plan: what the scoring processes see must not tell probes from real batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.judge.probes import hidden_plan
+
+
+@pytest.mark.parametrize("n_windows", [2139, 39, 64])
+def test_every_batch_has_the_batch_size_and_every_window_is_scored_once(n_windows):
+    """Official sizes (2139 windows of 128, batch 32: a partial batch of 27) and tiny ones."""
+    batch, seq_len = (32, 128) if n_windows == 2139 else (16, 128)
+    rng = np.random.default_rng(7)
+    val_x = rng.integers(0, 1000, size=(n_windows, seq_len))
+    plan = hidden_plan(val_x, batch, 127 if n_windows == 2139 else 31, 24 if n_windows == 2139 else 1,
+                       256, 49152, 42, np.random.default_rng(1))
+    assert len(plan.runs) == 2
+    scored = []
+    for run, batches in enumerate(plan.runs):
+        for kind, windows, probe_ids in batches:
+            assert len(windows) + len(probe_ids) == batch, "a batch of another size stands out"
+            scored += list(windows)
+            others = [r for r, b in enumerate(plan.runs) for k, w, _ in b if set(w) & set(plan.row_window[probe_ids])]
+            assert run not in others, "a probe copy was scored in the process that scores its window"
+    assert sorted(scored) == list(range(n_windows))
+    cuts = plan.row_cut[plan.row_cut >= 0]
+    if n_windows == 2139:
+        assert sorted(cuts) == list(range(seq_len - 1)), "every cut position once"
+
+
+def test_windows_of_the_partial_batch_are_probed_too():
+    val_x = np.arange(2139 * 8).reshape(2139, 8)
+    order = np.random.default_rng([42, 0xBA7C4]).permutation(2139)
+    last = set(order[2112:])  # the 27 windows of the partial batch
+    probed = set()
+    for seed in range(30):
+        plan = hidden_plan(val_x, 32, 7, 24, 16, 100, 42, np.random.default_rng(seed))
+        probed |= set(plan.row_window[plan.row_cut >= 0]) & last
+    assert probed, "no window of the partial batch was ever copied into a causality probe"
