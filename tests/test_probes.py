@@ -39,3 +39,17 @@ def test_windows_of_the_partial_batch_are_probed_too():
         plan = hidden_plan(val_x, 32, 7, 24, 16, 100, 42, np.random.default_rng(seed))
         probed |= set(plan.row_window[plan.row_cut >= 0]) & last
     assert probed, "no window of the partial batch was ever copied into a causality probe"
+
+
+def test_probe_copies_do_not_sit_where_their_originals_sit():
+    """A model whose output depends on how many batches its process has seen agrees with itself at
+    equal positions: copies are placed elsewhere (always at the test sizes, nearly always at the
+    official one, where the other copies are at other positions anyway)."""
+    from benchmark.judge.probes import _aligned
+
+    for n_windows, batch, causal in ((32, 16, 31), (64, 16, 31), (2139, 32, 127)):
+        val_x = np.zeros((n_windows, 8), dtype=np.int64)
+        for seed in range(5):
+            plan = hidden_plan(val_x, batch, causal, 1, 16, 100, 42, np.random.default_rng(seed))
+            aligned = _aligned(plan.runs, plan.row_window)
+            assert aligned == 0 if n_windows < 100 else aligned <= 0.03 * len(plan.row_window), (n_windows, seed)

@@ -34,7 +34,7 @@ def row_stats(runs: list) -> dict:
             "by_seed": {r.get("seed"): r["val_ppl"] for r in ok},
             "ppl": stats.summarize(ppl) if ppl else None,
             "score": stats.summarize([r["combined_score"] for r in ok]) if ok else None,
-            "step_ms": stats.mean([r["timings"]["step_ms_median"] for r in ok]) if ok else None,
+            "step_ms": _mean_known([r["timings"].get("step_ms_median") for r in ok]),
             "curves": [r.get("loss_curve") or [] for r in ok]}
 
 
@@ -63,7 +63,7 @@ def _table(study, rows: dict, table: dict, names: list) -> str:
             cells = [str(rank[name]), name, f"{ppl['mean']:.2f} +- {ppl['std']:.2f}",
                      f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-",
                      "baseline" if base == name else _p_values(s, table.get(base)),
-                     f"{s['score']['mean']:.6f}", f"{s['valid']}/{s['runs']}", f"{s['step_ms']:.1f}"]
+                     f"{s['score']['mean']:.6f}", f"{s['valid']}/{s['runs']}", f"{s['step_ms']:.1f}" if s["step_ms"] is not None else "-"]
         else:
             cells = ["-", name, "FAILED: " + "; ".join(str(e) for e in s["failed"][:1]) if s["failed"] else "no runs",
                      "-", "-", "-", f"0/{s['runs']}", "-"]
@@ -199,3 +199,8 @@ def _save(fig, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def _mean_known(values: list):
+    known = [v for v in values if isinstance(v, (int, float))]
+    return stats.mean(known) if known else None

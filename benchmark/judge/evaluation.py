@@ -303,7 +303,7 @@ class Evaluation:
         if self.mode == "full":  # they import torch while the model trains; no candidate code yet
             self.spawn("score0")
             self.spawn("score1")
-        losses, step_times, step_flops, cpu_counted = [], [], None, 0.0
+        losses, step_times, step_flops, cpu_counted, counted_time = [], [], None, 0.0, None
         cpu0 = t_prev = None
         heartbeat = spec.heartbeat_s
         start = time.perf_counter()
@@ -319,10 +319,10 @@ class Evaluation:
                 cpu0 = worker.cpu_s()
             if message.step == counted - 1:
                 cpu_counted = worker.cpu_s()  # the counted step (slow under the counter) is left out
-            if message.step == counted and counted > 0:
-                step_flops, cpu_counted = message.flops, worker.cpu_s() - cpu_counted
-            elif message.step == counted:
+            if message.step == counted:
                 step_flops = message.flops
+                if counted > 0:
+                    cpu_counted, counted_time = worker.cpu_s() - cpu_counted, now - t_prev
             elif t_prev is not None:
                 step_times.append(now - t_prev)
             t_prev = now
@@ -333,6 +333,7 @@ class Evaluation:
         self.expect(worker, "trained", heartbeat)
         train_s = time.perf_counter() - start
         curve = self.curve(losses)
+        step_times = step_times or ([counted_time] if counted_time else [])  # a 2-step run
         median = statistics.median(step_times) if step_times else None
         self.result.update(train_loss=_mean_tail(losses), loss_curve=curve, steps_completed=n_steps,
                            step_ms_median=1000 * median if median else None)

@@ -253,21 +253,38 @@ def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int
     shuffle = rng.permutation(len(row_window))
     row_x, row_window, row_cut, target = row_x[shuffle], row_window[shuffle], row_cut[shuffle], target[shuffle]
     none = np.zeros(0, dtype=np.int64)
-    runs = []
-    for r in range(n_runs):
-        ids = np.flatnonzero(target == r)
-        batches = []
-        for i in rng.permutation(len(real)):
-            if owner[i] != r:
-                continue
-            fill = rows - len(real[i])
-            batches.append(("real", real[i], ids[:fill]))
-            ids = ids[fill:]
-        for i in range(0, len(ids), rows):
-            batches.insert(int(rng.integers(0, len(batches) + 1)), ("probe", none, ids[i:i + rows]))
-        runs.append(batches)
+
+    def arrange() -> list:
+        runs = []
+        for r in range(n_runs):
+            ids = np.flatnonzero(target == r)
+            batches = []
+            for i in rng.permutation(len(real)):
+                if owner[i] != r:
+                    continue
+                fill = rows - len(real[i])
+                batches.append(("real", real[i], ids[:fill]))
+                ids = ids[fill:]
+            for i in range(0, len(ids), rows):
+                batches.insert(int(rng.integers(0, len(batches) + 1)), ("probe", none, ids[i:i + rows]))
+            runs.append(batches)
+        return runs
+
+    # a probe copy should not sit at the same place in its process's sequence as its original in
+    # the other's: a model whose output depends on how many batches it has seen would agree there
+    runs = min((arrange() for _ in range(ARRANGE_TRIES)), key=lambda runs: _aligned(runs, row_window))
     columns = torch.as_tensor(np.sort(rng.choice(vocab, size=min(n_columns, vocab), replace=False)))
     return HiddenPlan(runs, row_x, row_window, row_cut, columns)
+
+
+ARRANGE_TRIES = 32
+
+
+def _aligned(runs: list, row_window: np.ndarray) -> int:
+    """Probe rows scored at the same position of their process's sequence as their original."""
+    where = {int(w): pos for batches in runs for pos, (_, windows, _) in enumerate(batches) for w in windows}
+    return sum(where.get(int(row_window[i])) == pos
+               for batches in runs for pos, (_, _, ids) in enumerate(batches) for i in ids)
 
 
 class HiddenRecorder:
