@@ -83,7 +83,6 @@ class Evaluation:
         self.progress, self.echo, self.trusted, self.threads = progress, echo, trusted, threads
         self.sandbox = sandbox
         self.result = base_result(self.spec, mode, sha256, display_path, checks)
-        self.sha256 = sha256
         self.timings, self.checks = self.result["timings"], self.result["checks"]
         self.stage = "setup"
         self.rng, self.result["probe_seed"] = probes.new_rng()
@@ -292,7 +291,7 @@ class Evaluation:
         n_steps = len(self.windows)
         # the step whose FLOPs are counted is secret (not always the first: a candidate doing
         # extra passes from step 1 on would pass a count of step 0)
-        counted = probes.counted_step(n_steps, self.sha256, self.spec.seed, self.rng)
+        counted = probes.counted_step(n_steps, self.spec.seed, self.rng)
 
         def send_batch(i: int) -> None:
             worker.send(Op("batch", tokens=self.windows[i].tolist(), count=i == counted))

@@ -54,20 +54,21 @@ def judge_key() -> Optional[bytes]:
         return None
 
 
-def counted_step(n_steps: int, sha256: Optional[str], seed: int, rng: np.random.Generator) -> int:
-    """The training step whose FLOPs are counted: one after the first, secret, yet the same for one
-    candidate, seed and budget on this installation (counting perturbs a step's arithmetic in the
-    last bits, so a secret step drawn anew each time would break bit-for-bit repeatability). From
-    the OS randomness where no key can be kept."""
+def counted_step(n_steps: int, seed: int, rng: np.random.Generator) -> int:
+    """The training step whose FLOPs are counted: one after the first, secret, yet the same for
+    every candidate at one seed and budget on this installation (counting perturbs a step's
+    arithmetic in the last bits: a step drawn anew each time, or per candidate, would break
+    bit-for-bit repeatability and the equality of models that compute the same thing). From the
+    OS randomness where no key can be kept."""
     if n_steps < 2:
         return 0
     key = judge_key()
-    if key is None or not sha256:
+    if key is None:
         return int(rng.integers(1, n_steps))
     import hashlib
     import hmac
 
-    digest = hmac.new(key, f"{sha256}:{seed}:{n_steps}".encode(), hashlib.sha256).digest()
+    digest = hmac.new(key, f"counted-step:{seed}:{n_steps}".encode(), hashlib.sha256).digest()
     return 1 + int.from_bytes(digest[:8], "big") % (n_steps - 1)
 
 
