@@ -41,15 +41,25 @@ def judge_key() -> Optional[bytes]:
 
     from ..fsutil import cache_dir
 
+    import time
+
     path = cache_dir() / "judge.key"
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-        key = path.read_bytes()
-        return key if len(key) == 32 else None
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # a parallel evaluation is writing it
+                pass
+            else:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(secrets.token_bytes(32))
+        for _ in range(50):
+            key = path.read_bytes()
+            if len(key) == 32:
+                return key
+            time.sleep(0.02)
+        return None
     except OSError:
         return None
 
