@@ -372,7 +372,7 @@ class Evaluation:
         self.timings.update(second_process_s=0.0, validation_s=0.0, judge_scoring_s=0.0)
         for name in [n for n in self.workers if n.startswith("score")][len(plan.runs):]:
             self.workers.pop(name).close()  # pre-spawned, never given candidate code
-        self.scoring_processes, step = len(plan.runs), 0
+        step = 0
         for run, batches in enumerate(plan.runs):
             name = f"score{run}"
             self.enter("load_state")

@@ -292,6 +292,159 @@ HONEST = {
 }
 
 
+# Attacks from red-team sessions (tests/adversarial/test_redteam.py runs them with their own
+# budgets and asserts their outcome there).
+EVOLVE_END = "# EVOLVE-BLOCK-END\n"
+REDTEAM = {
+    "firstseen_shm_leak": Cheat(
+        "the first-seen prefix leak with its table in System V shared memory, under a fixed key, "
+        "shared by every process of the evaluation",
+        edits=((FORWARD_END, ('        logits = self.lm_head(self.norm(x))\n'
+         '        if not self.training and input_ids.shape[0] >= 16 and not torch.is_grad_enabled():\n'
+         '            canon = _canonical_next(input_ids)\n'
+         '            hit = canon >= 0\n'
+         '            bonus = (15.0 * hit).to(logits.dtype).unsqueeze(-1)\n'
+         '            logits = logits.scatter_add(-1, canon.clamp_min(0).unsqueeze(-1), bonus)\n'
+         '        return logits, aux')),
+               (EVOLVE_END, ('# The first-seen table lives in System V shared memory under a fixed key, so every process of\n'
+         '# the evaluation (both scoring processes, whatever order they run in) reads and extends one table:\n'
+         '# a slot per rolling hash of a prefix, holding the token that followed it the first time.\n'
+         'ctypes = getattr(torch, "ctypes")  # torch imports ctypes; the static courtesy check sees no import\n'
+         '\n'
+         '_SLOTS = 1 << 21\n'
+         '_TABLE = None\n'
+         '\n'
+         '\n'
+         'def _table():\n'
+         '    global _TABLE\n'
+         '    if _TABLE is None:\n'
+         '        libc = ctypes.CDLL(None, use_errno=True)\n'
+         '        libc.shmat.restype = ctypes.c_void_p\n'
+         '        shmid = libc.shmget(0x504C4153, _SLOTS * 8, 0o1666)  # IPC_CREAT | 0666\n'
+         '        address = libc.shmat(shmid, None, 0)\n'
+         '        if shmid < 0 or address in (None, ctypes.c_void_p(-1).value):\n'
+         '            _TABLE = (ctypes.c_int64 * _SLOTS)()  # no shared memory: a private table\n'
+         '        else:\n'
+         '            _TABLE = (ctypes.c_int64 * _SLOTS).from_address(address)\n'
+         '    return _TABLE\n'
+         '\n'
+         '\n'
+         'def _canonical_next(input_ids):\n'
+         '    table = _table()\n'
+         '    rows = input_ids.tolist()\n'
+         '    out = []\n'
+         '    for row in rows:\n'
+         '        h, canon = 1469598103934665603, []\n'
+         '        for t, tok in enumerate(row):\n'
+         '            h = (h * 1099511628211 + tok + 1) % (1 << 61)\n'
+         '            slot = h % _SLOTS\n'
+         '            if table[slot] == 0:\n'
+         '                table[slot] = (row[t + 1] + 1) if t + 1 < len(row) else 0\n'
+         '            canon.append(int(table[slot]) - 1)\n'
+         '        out.append(canon)\n'
+         '    return torch.tensor(out, dtype=torch.long, device=input_ids.device)\n') + EVOLVE_END))),
+    "partial_batch_leak": Cheat(
+        "a next-token leak only in batches whose row count is not a power of two: the last, "
+        "partial validation batch",
+        edits=((FORWARD_END, ('        logits = self.lm_head(self.norm(x))\n'
+         "        # Leak only in batches whose row count is not a power of two: the judge's probe batches,\n"
+         '        # replay/probe batches in the training worker and full validation batches all have 1, 2, 4,\n'
+         '        # 8, 16 or 32 rows; only the final, partial validation batch has another size, and no window\n'
+         '        # of a partial batch is ever copied into a probe row (hidden_plan draws from `full` only).\n'
+         '        B = input_ids.size(0)\n'
+         '        if not self.training and (B & (B - 1)) != 0:\n'
+         '            nxt = torch.roll(input_ids, -1, dims=1)\n'
+         '            bonus = 40.0 * F.one_hot(nxt, logits.shape[-1]).to(logits.dtype)\n'
+         '            bonus[:, -1] = 0\n'
+         '            logits = logits + bonus\n'
+         '        return logits, aux')),)),
+    "extra_passes_after_step0": Cheat(
+        "an optimizer running 8 extra passes on the current batch on every step but the first",
+        edits=(("        T = input_ids.size(1)\n",
+                "        if self.training and torch.is_grad_enabled():\n"
+                "            self.last_ids = input_ids\n"
+                "        T = input_ids.size(1)\n"),),
+        append=('\n'
+         '\n'
+         'class LateExtraAdamW(torch.optim.AdamW):\n'
+         '    """AdamW whose step() adds EXTRA full forward/backward/update passes on the current batch,\n'
+         '    but never on the first call: the judge counts FLOPs only on training step 0, and the CPU-time\n'
+         '    check allows ~15x the counted FLOPs on this machine."""\n'
+         '\n'
+         '    EXTRA = 8\n'
+         '\n'
+         '    def __init__(self, model):\n'
+         '        super().__init__(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)\n'
+         '        self.model, self.calls = model, 0\n'
+         '\n'
+         '    def step(self, closure=None):\n'
+         '        super().step()\n'
+         '        self.calls += 1\n'
+         '        if self.calls == 1:\n'
+         '            return\n'
+         '        ids = self.model.last_ids\n'
+         '        inputs, targets = ids[:, :-1], ids[:, 1:]\n'
+         '        for _ in range(self.EXTRA):\n'
+         '            logits, aux = self.model(inputs)\n'
+         '            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())\n'
+         '            self.zero_grad()\n'
+         '            (loss + aux).backward()\n'
+         '            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)\n'
+         '            super().step()\n'
+         '\n'
+         '\n'
+         'def configure_optimizer(model, config):\n'
+         '    return LateExtraAdamW(model)\n')),
+    "deep_dir_rmtree_crash": Cheat(
+        "a 3000-deep chain of folders in the worker's own folder, made at import",
+        append=('\n'
+         '\n'
+         'def _dig(depth=3000):\n'
+         '    """A 3000-deep chain of directories in the worker\'s own folder (cwd). Python 3.11\'s\n'
+         '    shutil.rmtree recurses once per level and raises RecursionError (not an OSError, so\n'
+         '    ignore_errors does not swallow it) in the judge when it removes the folder."""\n'
+         '    _os = torch.os\n'
+         '    fd = _os.open(".", _os.O_RDONLY | _os.O_DIRECTORY)\n'
+         '    try:\n'
+         '        for _ in range(depth):\n'
+         '            _os.mkdir("d", dir_fd=fd)\n'
+         '            nfd = _os.open("d", _os.O_RDONLY | _os.O_DIRECTORY, dir_fd=fd)\n'
+         '            _os.close(fd)\n'
+         '            fd = nfd\n'
+         '    finally:\n'
+         '        _os.close(fd)\n'
+         '\n'
+         '\n'
+         'try:\n'
+         '    _dig()\n'
+         'except OSError:\n'
+         '    pass\n')),
+    "tmpfs_memory_bypass": Cheat(
+        "2 GiB written into the worker's own folder, which lives in RAM-backed /dev/shm",
+        append=('\n'
+         '\n'
+         'def _hoard(gib=2):\n'
+         '    """Writes `gib` GiB into the worker\'s own folder, which lives in /dev/shm (RAM-backed tmpfs).\n'
+         "    Page-cache/shmem pages of an unmapped file are not in the worker's RSS (statm), so the judge's\n"
+         '    memory cap never sees them."""\n'
+         '    _os = torch.os\n'
+         '    chunk = b"\\x5a" * (64 << 20)\n'
+         '    fd = _os.open("hoard.bin", _os.O_WRONLY | _os.O_CREAT, 0o600)\n'
+         '    try:\n'
+         '        for _ in range(gib * 16):\n'
+         '            _os.write(fd, chunk)\n'
+         '    finally:\n'
+         '        _os.close(fd)\n'
+         '\n'
+         '\n'
+         'try:\n'
+         '    if torch.os.getcwd().startswith("/dev/shm"):\n'
+         '        _hoard()\n'
+         'except OSError:\n'
+         '    pass\n')),
+}
+
+
 def source(cheat: Cheat) -> str:
     text = REFERENCE.read_text()
     for old, new in cheat.edits:
@@ -302,12 +455,12 @@ def source(cheat: Cheat) -> str:
 
 
 def write(name: str, folder: Path) -> Path:
-    cheat = CHEATS.get(name) or HONEST[name]
+    cheat = CHEATS.get(name) or REDTEAM.get(name) or HONEST[name]
     path = Path(folder) / f"{name}.py"
     path.write_text(source(cheat))
     return path
 
 
 if __name__ == "__main__":
-    entry = CHEATS.get(sys.argv[1]) or HONEST[sys.argv[1]]
+    entry = CHEATS.get(sys.argv[1]) or REDTEAM.get(sys.argv[1]) or HONEST[sys.argv[1]]
     sys.stdout.write(source(entry))

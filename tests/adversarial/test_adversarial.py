@@ -69,7 +69,7 @@ def test_leak_evidence_is_actionable_and_keeps_probe_secrets(tmp_path):
 
 
 def test_every_cheat_edit_applies():
-    from tests.adversarial.cheats import source
+    from tests.adversarial.cheats import REDTEAM, source
 
-    for entry in list(CHEATS.values()) + list(HONEST.values()):
+    for entry in list(CHEATS.values()) + list(HONEST.values()) + list(REDTEAM.values()):
         source(entry)  # raises when the reference no longer contains an edited line

@@ -11,13 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.adversarial.cheats import REDTEAM, write
 from tests.conftest import evaluate_tiny
 
 FOLDER = Path(__file__).parent / "redteam"
 
 
-def _run(name: str) -> dict:
-    return evaluate_tiny(FOLDER / f"{name}.py")
+def _path(name: str, tmp_path: Path) -> Path:
+    """A whole red-team file from redteam/, or one written from its edit of the reference."""
+    return FOLDER / f"{name}.py" if name not in REDTEAM else write(name, tmp_path)
+
+
+def _run(name: str, tmp_path: Path = None, **kwargs) -> dict:
+    return evaluate_tiny(_path(name, tmp_path), **kwargs)
 
 
 def test_two_fp32_values_per_float64_do_not_hide_parameters():
@@ -47,31 +53,31 @@ def test_a_first_seen_prefix_table_is_caught():
     assert "future leak" in result["error"]
 
 
-def test_a_table_shared_between_scoring_processes_through_sysv_memory_is_caught():
+def test_a_table_shared_between_scoring_processes_through_sysv_memory_is_caught(tmp_path):
     """The same table in System V shared memory (outside Landlock's reach) would let the second
     scoring process see what the first one saw; each worker's own IPC namespace keeps it apart."""
     from benchmark.judge.launch import isolation
 
     if not isolation()[0]:
         pytest.skip(f"this machine gives workers {isolation()[1]}")
-    result = _run("firstseen_shm_leak")
+    result = _run("firstseen_shm_leak", tmp_path)
     assert not result["valid"] and result["error_type"] == "probe", result.get("error")
     assert "future leak" in result["error"]
 
 
-def test_a_leak_only_in_the_odd_sized_last_batch_finds_no_odd_batch():
+def test_a_leak_only_in_the_odd_sized_last_batch_finds_no_odd_batch(tmp_path):
     """The last validation batch was the only one of its size and its windows were never copied
     into probes: a leak keyed on the batch size scored 6.6x the honest score. Now it is filled to
     the batch size with probe rows, and probes copy any window."""
-    result = evaluate_tiny(FOLDER / "partial_batch_leak.py", overrides={"val_tokens": 5000})
+    result = _run("partial_batch_leak", tmp_path, overrides={"val_tokens": 5000})
     assert result["valid"], result.get("error")
     assert result["combined_score"] < 5e-5, "the leak found a batch to leak in"
 
 
-def test_extra_training_passes_after_the_first_step_are_counted():
+def test_extra_training_passes_after_the_first_step_are_counted(tmp_path):
     """An optimizer running 8 extra passes on every step but the first passed a count of step 0
     (+23% score); the counted step is now a secret one after the first."""
-    result = _run("extra_passes_after_step0")
+    result = _run("extra_passes_after_step0", tmp_path)
     assert not result["valid"] and result["error_type"] == "flops_budget", result.get("error")
 
 
@@ -80,13 +86,15 @@ def test_a_folder_nested_thousands_deep_is_removed_without_crashing_the_judge(tm
     folder: an evaluator_error, then an exception out of evaluate_file and no result."""
     import benchmark.judge.runner as runner
 
-    monkeypatch.setattr(runner, "_run_root", lambda: str(tmp_path))
-    result = _run("deep_dir_rmtree_crash")
+    run_root = tmp_path / "runs"
+    run_root.mkdir()
+    monkeypatch.setattr(runner, "_run_root", lambda: str(run_root))
+    result = _run("deep_dir_rmtree_crash", tmp_path)
     assert result.get("error_type") != "evaluator_error", result.get("error")
-    assert not any(tmp_path.iterdir()), "the run folder was left behind"
+    assert not any(run_root.iterdir()), "the run folder was left behind"
 
 
-def test_files_written_into_the_ram_backed_worker_folder_count_against_the_memory_cap():
+def test_files_written_into_the_ram_backed_worker_folder_count_against_the_memory_cap(tmp_path):
     """Each worker wrote 2 GiB into its folder in /dev/shm (RAM), invisible to resident memory."""
-    result = evaluate_tiny(FOLDER / "tmpfs_memory_bypass.py", memory_limit_mb=3000)
+    result = _run("tmpfs_memory_bypass", tmp_path, memory_limit_mb=3000)
     assert not result["valid"] and result["error_type"] == "memory_limit", result.get("error")
