@@ -77,11 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in {"dataset": args.dataset, "seed": args.seed, "steps": args.steps,
+    """PLASA_OVERRIDES (as for the search integration), then the flags."""
+    return dict(getattr(args, "env_overrides", {}), **{k: v for k, v in {"dataset": args.dataset, "seed": args.seed, "steps": args.steps,
                               "split": args.split, "val_tokens": args.val_tokens,
                               "heartbeat_s": args.heartbeat,
                               "require_progressive": False if args.allow_uniform_top_k else None}.items()
-            if v is not None}
+            if v is not None})
 
 
 def run_args(args: argparse.Namespace, candidate: str) -> dict:
@@ -143,6 +144,9 @@ def main(argv: Optional[list] = None) -> int:
         candidate = args.program_path or args.candidate
         if not candidate:
             raise _UsageError("give a candidate file: python evaluator.py CANDIDATE (or --program_path P)")
+        from .search.integration import env_overrides
+
+        args.env_overrides = env_overrides()
     except (_UsageError, argparse.ArgumentTypeError, ValueError) as exc:
         result = failure({"schema": SCHEMA, "spec_version": SPEC.version}, "cli", "usage_error",
                          f"bad command line: {exc}. Run `python evaluator.py --help` for usage.")

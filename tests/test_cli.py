@@ -57,6 +57,16 @@ def test_bad_flag_gives_a_json_failure_and_exit_2():
     assert code == 2 and "unrecognized" in result["error"]
 
 
+def test_plasa_overrides_reach_the_command_line(monkeypatch):
+    """ShinkaEvolve runs the evaluator's command line: a search's PLASA_OVERRIDES must apply there."""
+    monkeypatch.setenv("PLASA_OVERRIDES", "{steps: 3")
+    code, result, _ = run_cli(REFERENCE)
+    assert code == 2 and result["error_type"] == "usage_error" and "PLASA_OVERRIDES is not JSON" in result["error"]
+    monkeypatch.setenv("PLASA_OVERRIDES", '{"no_such_field": 3}')
+    code, result, _ = run_cli(REFERENCE)
+    assert code == 1 and result["error_type"] == "usage_error" and "no_such_field" in result["error"]
+
+
 def test_missing_candidate_file(tmp_path):
     code, result, _ = run_cli(str(tmp_path / "nope.py"), *TINY)
     assert code == 1 and result["error_type"] == "file_not_found" and result["combined_score"] == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -35,6 +36,14 @@ def test_identical_candidate_is_answered_from_the_results_cache(tmp_path):
     assert second["timings"]["wall_s"] == first["timings"]["wall_s"]  # not re-run
     code3, third, _ = run_cli(str(out), *TINY, "--no-cache")
     assert code3 == 0 and "cached" not in third and third["val_loss"] == first["val_loss"]
+    # ShinkaEvolve writes programs without their last newline: the same program, from the cache,
+    # reported with its own sha256
+    twin = tmp_path / "twin.py"
+    twin.write_bytes(out.read_bytes().rstrip())
+    code4, fourth, _ = run_cli(str(twin), *TINY)
+    assert code4 == 0 and fourth["cached"] is True and fourth["combined_score"] == first["combined_score"]
+    assert fourth["candidate"]["sha256"] == hashlib.sha256(twin.read_bytes()).hexdigest()
+    assert fourth["candidate"]["sha256"] != first["candidate"]["sha256"]
 
 
 def test_two_seeds_report_mean_std_ci(tmp_path):

@@ -86,6 +86,8 @@ def test_stage3_adds_seeds_only_near_the_best_and_returns_their_mean(monkeypatch
     assert [c for c in calls if c[0] == "far"] == [("far", 42)]
     other = SPEC.replace(steps=200)  # another budget keeps its own best
     assert noise.best_score(other) is None
+    monkeypatch.setenv("PLASA_SEARCH_ID", "another-search")  # and so does another search
+    assert noise.best_score(SPEC) is None
 
 
 def test_stage3_through_openevolve_entry_point_keeps_the_metric_keys(monkeypatch, tmp_path):

@@ -143,11 +143,15 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
         return failure(base, "static", "static_check",
                        f"{len(violations)} construct(s) the rules forbid: " + "; ".join(map(str, violations[:5])))
 
-    cache_path = result_cache_path(sha, spec, mode, device, precision, data_dir, tokenizer_dir)
+    # Keyed by the source without trailing whitespace at its end, which cannot change what Python
+    # runs: ShinkaEvolve drops the last newline of every program it writes, and a search that
+    # re-sends a program that way is answered from the cache.
+    cache_path = result_cache_path(hashlib.sha256(source_bytes.rstrip() + b"\n").hexdigest(), spec, mode,
+                                   device, precision, data_dir, tokenizer_dir)
     if use_cache:
         cached = _cached(cache_path)
         if cached is not None:
-            cached["candidate"] = dict(cached.get("candidate", {}), path=candidate)
+            cached["candidate"] = dict(cached.get("candidate", {}), path=candidate, sha256=sha)
             return cached
 
     limit = float(time_limit_s or spec.time_limit_s)

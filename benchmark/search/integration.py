@@ -75,7 +75,14 @@ def _package(result: dict, spec: Spec):
 def env_overrides() -> dict:
     """PLASA_OVERRIDES='{"steps": 200}' (JSON of spec fields) for quick, unofficial searches."""
     text = os.environ.get("PLASA_OVERRIDES", "").strip()
-    return json.loads(text) if text else {}
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError as exc:
+        raise ValueError(f"PLASA_OVERRIDES is not JSON ({exc}): give an object of spec fields, "
+                         'e.g. {"steps": 200}') from None
+    if not isinstance(value, dict):
+        raise ValueError('PLASA_OVERRIDES must be a JSON object of spec fields, e.g. {"steps": 200}')
+    return value
 
 
 def _guarded(program_path: str, run) -> dict:

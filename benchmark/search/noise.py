@@ -4,7 +4,8 @@ One seed's perplexity varies by spec.seed_std_fraction (1.0% for the reference o
 a search that keeps one-seed scores keeps lucky seeds as elites. Stage 3 re-runs only candidates
 whose one-seed score is within spec.noise_band_sigmas standard deviations of the best score seen
 so far, where an extra seed can change the ranking; the best is kept per spec (budget, data, ...)
-in PLASA_CACHE_DIR/search_best.json, shared by parallel evaluations under a file lock.
+and PLASA_SEARCH_ID in PLASA_CACHE_DIR/search_best.json, shared by parallel evaluations under a
+file lock.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +26,11 @@ def _path() -> Path:
 
 
 def _key(spec: Spec) -> str:
+    """Per spec (the best is over seeds) and per PLASA_SEARCH_ID, which concurrent searches sharing
+    one cache set to keep their own best (unset: every search on this cache shares one)."""
     fields = dataclasses.asdict(spec)
-    fields.pop("seed", None)  # the best is over seeds
+    fields.pop("seed", None)
+    fields["search_id"] = os.environ.get("PLASA_SEARCH_ID", "")
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
