@@ -17,8 +17,6 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test,plot]"
-	# ShinkaEvolve's sources only (its LLM clients are not needed to check our config against it)
-	$(PY) -m pip install --quiet --no-deps "shinka-evolve==0.0.7"
 	touch $@
 
 run: setup

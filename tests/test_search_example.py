@@ -1,0 +1,76 @@
+"""examples/search: the scripted LLM's edits are real edits of the reference, and the example drives
+the real openevolve-run and shinka_run end to end (cascade with the noise stage, a PLASA feature
+axis), keeps an honest improvement and rejects the cheat with feedback."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.judge.static_checks import check_source
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples" / "search"))
+from scripted_llm import EDITS, MARKER, Script, current_program  # noqa: E402
+
+REFERENCE = (REPO / "initial_program.py").read_text()
+
+
+def _apply(code: str, name: str) -> str:
+    edit = next(e for e in EDITS if e.name == name)
+    assert edit.applies_to(code), f"{name} does not apply"
+    return code.replace(edit.search, edit.replace, 1)
+
+
+@pytest.mark.parametrize("chain", [[e.name] for e in EDITS if e.search in REFERENCE]
+                         + [["higher_learning_rate", "even_higher_learning_rate"]],
+                         ids=lambda chain: "+".join(chain))
+def test_scripted_edits_are_valid_programs(chain):
+    code = REFERENCE
+    for name in chain:
+        code = _apply(code, name)
+    ast.parse(code)
+    assert check_source(code) == [], "a scripted edit breaks a static rule"
+    assert all(MARKER + name in code for name in chain)
+    assert not any(e.applies_to(code) for e in EDITS if e.name == chain[-1]), "an edit applies twice"
+
+
+def test_script_reads_the_program_from_either_frameworks_prompt():
+    edited = _apply(REFERENCE, "higher_learning_rate")
+    openevolve = (f"# Current Program Information\n- Fitness: 0.1\n## Last Execution Output\n```\nstderr\n```\n"
+                  f"# Program Evolution History\n```python\n{REFERENCE}```\n# Current Program\n```python\n"
+                  f"{edited}```\n# Task\n")
+    shinka = f"# Current program\n\nHere is the current program:\n\n```python\n{edited}```\n\n# Instructions\n"
+    for prompt in (openevolve, shinka):
+        assert current_program([{"role": "user", "content": prompt}]) == edited
+    script = Script()
+    served = [script.next_reply([{"role": "user", "content": openevolve}]) for _ in range(3)]
+    assert [s.split("\n")[1] for s in served] == ["skip_redundant_causal_intersection",
+                                                  "even_higher_learning_rate", "denser_middle_layers"]
+
+
+def test_example_search_end_to_end(tmp_path):
+    """Both frameworks, two LLM proposals each (the learning-rate edit, then the cheat), the tiny
+    budget, one extra seed in the noise stage."""
+    env = dict(os.environ, PLASA_OVERRIDES="")
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "search" / "run.py"), "--iterations", "2",
+                           "--steps", "3", "--val-tokens", "4096", "--extra-seeds", "1", "--out", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    path = json.loads((tmp_path / "path.json").read_text())
+    for name in ("openevolve", "shinka"):
+        summary = path[name]
+        assert summary["improved"] and summary["best"]["edits"] == ["higher_learning_rate"], summary
+        assert summary["cheats_tried"] >= 1 and summary["cheats_accepted"] == 0
+        cheat = next(r for r in summary["programs"] if "skip_redundant_causal_intersection" in r["edits"])
+        assert "future leak" in cheat["feedback"], cheat
+        # the noise stage re-ran the new best on a second seed; the feature axis is in every result
+        assert summary["best"]["n_seeds"] == 2, summary["best"]
+        assert all(r["attention_density"] == 0.5 for r in summary["programs"]), summary["programs"]
+    assert "== openevolve" in proc.stdout and "REJECTED" in proc.stdout
+    oe_config = (tmp_path / "openevolve" / "config.yaml").read_text()
+    assert "attention_density" in oe_config and "cascade_evaluation: true" in oe_config
