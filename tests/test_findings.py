@@ -1,14 +1,21 @@
-"""The findings' statistics: t quantiles, paired differences and Holm's correction against
-textbook values, and plot styles that never repeat."""
+"""The findings' statistics and definitions: t quantiles, paired differences and Holm against
+textbook values; the schedules document's 6-layer definitions; the warm-up rows' main-model steps;
+and the runner keeping only runs of a row's current definition by the current evaluator.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pytest
+import torch
 
 from benchmark.analysis import stats
 from benchmark.analysis.plotting import line_styles
+from benchmark.experiments import models, runner, studies
+from benchmark.spec import SPEC
 
 @pytest.mark.parametrize("df, t", [(1, 12.7062047), (2, 4.30265273), (4, 2.77644511), (10, 2.22813885),
                                    (30, 2.04227246)], ids=lambda v: str(v))
@@ -44,3 +51,82 @@ def test_line_styles_never_repeat_up_to_twenty_series():
     styles = line_styles(20)
     assert len({s["color"] for s in styles}) == 20
     assert len({(s["color"], s["linestyle"]) for s in line_styles(40)}) == 40
+
+
+DOCUMENT_6_LAYERS = {  # the schedules document's k / T for layers 0-1, 2-3, 4-5
+    "dense_baseline": (1, 1, 1), "uniform_sparse": (1 / 2, 1 / 2, 1 / 2),
+    "dense_to_sparse": (1, 1 / 2, 3 / 4), "aggressive_middle": (1 / 2, 1 / 4, 1 / 2),
+    "progressive_sparse": (1, 1 / 4, 1 / 2), "reverse_progressive": (1 / 4, 1 / 2, 1),
+}
+
+
+@pytest.mark.parametrize("schedule", studies.SCHEDULE_NAMES)
+@pytest.mark.parametrize("T", studies.LENGTHS)
+def test_thirds_is_the_documents_6_layer_definition_and_the_variant_differs_at_layer_4(schedule, T):
+    early, middle, late = DOCUMENT_6_LAYERS[schedule]
+    ks = models.thirds_top_k(schedule, 6, T)
+    assert ks == [int(f * T) for f in (early, early, middle, middle, late, late)]
+    variant = models.resampled_top_k(schedule, 6, T)
+    assert [i for i in range(6) if ks[i] != variant[i]] == ([] if early == middle == late else [4])
+    assert models.resampled_top_k(schedule, 4, T) == [int(f * T) for f in models.reference().SCHEDULES[schedule]]
+
+
+def test_schedules_study_uses_the_document_definition_and_the_variant_is_labelled():
+    assert {r.layer_map for r in studies.get("schedules").rows} == {"thirds"}
+    variant = studies.get("schedules-variant")
+    assert {r.layer_map for r in variant.rows} == {"resample"} and "variant" in variant.question
+    assert studies.get("schedules").version != variant.version
+
+
+MAIN_STEPS = {"FFFF": (1000, 0), "DDDD": (1000, 0), "DDDD+warmup": (800, 200),
+              "DDDD+warmup-on-top": (1000, 200), "DDDD-short": (800, 0)}
+
+
+def test_warmup_rows_get_their_main_model_steps(tmp_path):
+    study = studies.get("warmup")
+    tasks = runner.plan(study, tmp_path / "warmup", list(study.rows), seeds=1, budget=1000)
+    got = {}
+    for task in tasks:
+        source = (tmp_path / "warmup" / "candidates" / f"{task['row']}.py").read_text()
+        warmup = int(re.search(r"warmup_steps=(\d+)", source).group(1))
+        got[task["row"]] = (task["overrides"]["steps"] - warmup, warmup)
+    assert got == MAIN_STEPS
+
+
+def test_a_warmup_model_updates_the_main_model_only_after_its_warmup():
+    config = SPEC.replace(vocab_size=256).model_config()
+    build, configure = models.experiment_candidate("DDDD", warmup_steps=2)
+    torch.manual_seed(0)
+    model = build(config)
+    opt = configure(model, config)
+    ids = torch.randint(0, 256, (1, SPEC.seq_len + 1))
+    main = [p for n, p in model.named_parameters() if ".indexer." not in n]
+    moved = 0
+    for _ in range(5):
+        before = [p.detach().clone() for p in main]
+        logits, aux = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), ids[:, 1:].reshape(-1)) + aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        moved += any(not torch.equal(p, b) for p, b in zip(main, before))
+    assert moved == 5 - 2
+
+
+def _run(version: str, spec_version: str = SPEC.version) -> str:
+    return json.dumps({"valid": True, "seed": 42, "val_ppl": 1.0, "spec_version": spec_version,
+                       "study": {"version": version}})
+
+
+@pytest.mark.parametrize("row, version, spec_version, kept", [
+    ("FFFF", "warmup-1", SPEC.version, True),          # unchanged row: its warmup-1 runs stay
+    ("DDDD+warmup-on-top", "warmup-1", SPEC.version, False),
+    ("FFFF", "warmup-2", "plasa-bench-1.0", False),    # an older evaluator: run again
+])
+def test_the_runner_keeps_only_current_runs_of_a_rows_definition(tmp_path, row, version, spec_version, kept):
+    study = studies.get("warmup")
+    path = tmp_path / "warmup" / "runs" / row / "seed42.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(_run(version, spec_version))
+    planned = {t["row"] for t in runner.plan(study, tmp_path / "warmup", list(study.rows), seeds=1, budget=10)}
+    assert (row not in planned) == kept
