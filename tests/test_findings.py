@@ -1,6 +1,8 @@
 """The findings' statistics and definitions: t quantiles, paired differences and Holm against
 textbook values; the schedules document's 6-layer definitions; the warm-up rows' main-model steps;
-and the runner keeping only runs of a row's current definition by the current evaluator.
+the runner keeping only runs of a row's current definition by the current evaluator; and the
+committed reports (docs/findings/*/summary.md) against numbers recomputed from
+the committed run files, independently of the report's code (scipy's t distribution, a naive Holm).
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import torch
 
 from benchmark.analysis import stats
 from benchmark.analysis.plotting import line_styles
-from benchmark.experiments import models, runner, studies
+from benchmark.experiments import models, report, runner, studies
 from benchmark.spec import SPEC
+from tests.conftest import REPO
+
+FINDINGS = REPO / "docs" / "findings"
+
 
 @pytest.mark.parametrize("df, t", [(1, 12.7062047), (2, 4.30265273), (4, 2.77644511), (10, 2.22813885),
                                    (30, 2.04227246)], ids=lambda v: str(v))
@@ -130,3 +136,78 @@ def test_the_runner_keeps_only_current_runs_of_a_rows_definition(tmp_path, row, 
     path.write_text(_run(version, spec_version))
     planned = {t["row"] for t in runner.plan(study, tmp_path / "warmup", list(study.rows), seeds=1, budget=10)}
     assert (row not in planned) == kept
+
+
+# --- the committed reports against the committed runs -------------------------------------------
+
+def _committed_runs(study) -> dict:
+    """row -> {seed: run} read straight from the JSON files: the study version the row accepts,
+    one spec version (the newest) for the whole study."""
+    found = {}
+    for row in study.rows:
+        for path in sorted((FINDINGS / study.name / "runs" / row.name).glob("seed*.json")):
+            run = json.loads(path.read_text())
+            if run["study"]["version"] in studies.accepted_versions(study, row):
+                found.setdefault(row.name, {})[run["seed"]] = run
+    versions = {r["spec_version"] for by_seed in found.values() for r in by_seed.values()}
+    newest = max(versions, key=lambda v: [int(n) for n in re.findall(r"\d+", v)]) if versions else None
+    return {row: {s: r for s, r in by_seed.items() if r["spec_version"] == newest and r["valid"]}
+            for row, by_seed in found.items()}
+
+
+def _naive_holm(ps: list) -> list:
+    m, order, out, running = len(ps), sorted(range(len(ps)), key=lambda i: ps[i]), [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def _p(p: float) -> str:
+    return f"{p:.2f}" if p >= 0.095 else f"{p:.2g}"
+
+
+def _expected_lines(study) -> list:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    runs = _committed_runs(study)
+    ppl = {row: {s: r["val_ppl"] for s, r in by_seed.items()} for row, by_seed in runs.items()}
+    lines, tested = [], []
+    for row, ref in studies.family(study):
+        seeds = sorted(set(ppl.get(row, {})) & set(ppl.get(ref, {})))
+        if len(seeds) < 2:
+            continue
+        a, b = [ppl[row][s] for s in seeds], [ppl[ref][s] for s in seeds]
+        diffs = [x - y for x, y in zip(a, b)]
+        mean = sum(diffs) / len(diffs)
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+        half = scipy_stats.t.ppf(0.975, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+        p = float(scipy_stats.ttest_rel(a, b).pvalue)
+        tested.append((row, ref, len(seeds), mean, half, 100 * mean / (sum(b) / len(b)), p))
+    untested = len(studies.family(study)) - len(tested)
+    holm = _naive_holm([t[-1] for t in tested] + [1.0] * untested)
+    for (row, ref, n, mean, half, rel, p), h in zip(tested, holm):
+        lines.append(f"| {row} - {ref} | {n} | {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] | "
+                     f"{rel:+.1f}% | {_p(p)} | {_p(h)} |")
+    for row, by_seed in ppl.items():
+        values = list(by_seed.values())
+        if len(values) < 2:
+            continue
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        lines.append(f"| {mean:.2f} +- {sd:.2f} |")
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(studies.STUDIES))
+def test_committed_summary_is_the_report_of_the_committed_runs(name):
+    """summary.md is exactly what the report command prints from the committed run files."""
+    text, _, _ = report.render(studies.get(name), FINDINGS / name)
+    assert (FINDINGS / name / "summary.md").read_text() == text, (
+        f"stale: run `{report.commands(studies.get(name), FINDINGS / name)['report']}`")
+
+
+@pytest.mark.parametrize("name", sorted(studies.STUDIES))
+def test_committed_summary_prints_the_numbers_recomputed_from_the_runs(name):
+    summary = (FINDINGS / name / "summary.md").read_text()
+    for line in _expected_lines(studies.get(name)):
+        assert line in summary, line
