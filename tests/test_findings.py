@@ -1,7 +1,7 @@
 """The findings' statistics and definitions: t quantiles, paired differences and Holm against
 textbook values; the schedules document's 6-layer definitions; the warm-up rows' main-model steps;
 the runner keeping only runs of a row's current definition by the current evaluator; and the
-committed reports (docs/findings/*/summary.md) against numbers recomputed from
+committed reports (docs/findings/*/summary.md, README "Findings") against numbers recomputed from
 the committed run files, independently of the report's code (scipy's t distribution, a naive Holm).
 """
 
@@ -211,3 +211,20 @@ def test_committed_summary_prints_the_numbers_recomputed_from_the_runs(name):
     summary = (FINDINGS / name / "summary.md").read_text()
     for line in _expected_lines(studies.get(name)):
         assert line in summary, line
+
+
+def test_readme_findings_quote_only_numbers_the_reports_print():
+    """Every effect (difference [CI]) and mean +- std in README "Findings" is printed by a committed
+    summary, and a Holm p quoted after an effect is the one the same summary line gives it."""
+    readme = (REPO / "README.md").read_text()
+    findings = " ".join(readme.split("\n## Findings\n")[1].split("\n## ")[0].split())
+    lines = [line for s in studies.STUDIES for line in (FINDINGS / s / "summary.md").read_text().splitlines()]
+    effect = r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]"
+    quoted = re.findall(effect, findings) + re.findall(r"\d+\.\d\d \+- \d+\.\d\d", findings)
+    assert len(quoted) > 10, "the Findings section quotes no effects"
+    assert [q for q in quoted if not any(q in line for line in lines)] == []
+    pairs = re.findall(rf"({effect})(?:(?!{effect}).)*?Holm p = ([\d.e-]*\d)", findings)
+    assert len(pairs) > 10
+    unmatched = [(e, p) for e, p in pairs
+                 if not any(e in line and (f"Holm p = {p}" in line or f"| {p} |" in line) for line in lines)]
+    assert unmatched == []
