@@ -1,6 +1,7 @@
 """Experiment suite: Gated DeltaNet chunked == recurrent, every pattern is causal, a tiny study runs,
-resumes after an interruption, reports (ranks, failures, the length plot), runs a schedules row with
-its own length, depth and batch, and runs on a local Ray."""
+resumes after an interruption, reports (paired differences, Holm p, failures, missing runs, the
+figures), runs a schedules row with its own length, depth, batch and the document's k per layer,
+and runs on a local Ray."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from benchmark.analysis import stats
-from benchmark.experiments import gdn, models, studies
+from benchmark.experiments import analysis, gdn, models, studies
 from benchmark.spec import SPEC
 from tests.conftest import REPO
 
@@ -133,7 +134,7 @@ def test_tiny_study_resumes_and_reports(tmp_path):
         assert any(c["name"] == "probe:causality_eval" and c["passed"] for c in result["checks"])
     summary = (out / "patterns" / "summary.md").read_text()
     assert "| PPPP |" in summary.replace("| 1 | ", "| ").replace("| 2 | ", "| ") and "LFFL" in summary
-    for png in ("loss_curves.png", "val_ppl.png"):
+    for png in ("loss_curves.png", "effects.png"):
         assert (out / "patterns" / png).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -159,12 +160,15 @@ def test_tiny_schedules_run_uses_the_rows_length_depth_and_batch(tmp_path):
     assert result["valid"], result.get("error")
     spec = result["spec"]
     assert (spec["seq_len"], spec["n_layers"], spec["batch_size"]) == (64, 6, studies.TOKENS_PER_STEP // 64)
-    assert result["layer_top_k"] == [64, 64, 16, 16, 16, 32]
-    assert (out / "schedules" / "ppl_vs_length.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["layer_top_k"] == [64, 64, 16, 16, 32, 32]  # the document's layers 0-1, 2-3, 4-5
+    assert result["study"]["version"] == studies.get("schedules").version
+    assert (out / "schedules" / "effects.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _fake_run(ppl: float, seed: int, valid: bool = True) -> dict:
+def _fake_run(ppl: float, seed: int, valid: bool = True, version: str = "schedules-2") -> dict:
     run = {"valid": valid, "seed": seed, "steps": 10, "precision": "bf16", "device": "cpu",
+           "spec_version": SPEC.version, "study": {"name": "schedules", "version": version},
+           "environment": {"threads": 1}, "layer_top_k": [64, 64, 16, 16, 32, 32],
            "timings": {"step_ms_median": 50.0}, "loss_curve": [[5, 7.0], [10, 6.0]]}
     if valid:
         run.update(val_ppl=ppl, combined_score=1 / ppl)
@@ -173,38 +177,50 @@ def _fake_run(ppl: float, seed: int, valid: bool = True) -> dict:
     return run
 
 
-def test_report_ranks_rows_shows_failures_and_plots_lengths(tmp_path):
+def _write_runs(folder, runs: dict) -> None:
+    for row, by_seed in runs.items():
+        for seed, run in by_seed.items():
+            path = folder / "runs" / row / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(run))
+
+
+def test_report_shows_paired_differences_holm_failures_and_missing_runs(tmp_path):
     from benchmark.experiments import report
 
     study = studies.get("schedules")
     folder = tmp_path / "schedules"
-    ppl = {"dense_baseline@64": [200, 202, 204], "dense_baseline@256": [150, 151, 152],
-           "progressive_sparse@64": [190, 191, 192], "progressive_sparse@256": [160, 161, 162]}
-    for row, values in ppl.items():
-        for seed, value in enumerate(values):
-            path = folder / "runs" / row / f"seed{seed}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(_fake_run(value, seed)))
-    broken = folder / "runs" / "uniform_sparse@64" / "seed0.json"
-    broken.parent.mkdir(parents=True)
-    broken.write_text(json.dumps(_fake_run(0, 0, valid=False)))
-    summary = report.write(study, folder, [*ppl, "uniform_sparse@64"]).read_text()
-    at_64, at_256 = summary.split("### sequence length 64")[1].split("### sequence length 256")
-    ranked = [[line.split(" | ")[1] for line in part.splitlines() if line.startswith("| ") and "rank" not in line]
-              for part in (at_64, at_256)]
-    assert ranked == [["progressive_sparse@64", "dense_baseline@64", "uniform_sparse@64"],
-                      ["dense_baseline@256", "progressive_sparse@256"]]
-    # mean +- std, the baseline's own row, Welch's p against the baseline at the same length
-    assert "| 1 | dense_baseline@256 | 151.00 +- 1.00 | [148.52, 153.48] | baseline |" in at_256
-    welch = stats.welch_p([190, 191, 192], [200, 202, 204])
-    paired = stats.paired_p([190, 191, 192], [200, 202, 204])
-    assert f"| 1 | progressive_sparse@64 | 191.00 +- 1.00 | [188.52, 193.48] | {welch:.2g} / {paired:.2g} |" in at_64
-    assert "FAILED: future leak" in at_64 and "0/1" in at_64
-    # the original code's claim beside the row it is about, and where the claims come from
-    progressive = next(line for line in at_64.splitlines() if "| progressive_sparse@64 |" in line)
+    ppl = {"uniform_sparse@64": [200, 202, 204], "uniform_sparse@256": [150, 151, 152],
+           "progressive_sparse@64": [190, 191, 193], "progressive_sparse@256": [160, 161, 162]}
+    runs = {row: {42 + i: _fake_run(v, 42 + i) for i, v in enumerate(values)} for row, values in ppl.items()}
+    runs["reverse_progressive@64"] = {42: _fake_run(0, 42, valid=False)}
+    runs["dense_baseline@64"] = {42: _fake_run(1.0, 42, version="schedules-1")}  # the variant's: not mixed in
+    _write_runs(folder, runs)
+    summary = report.write(study, folder).read_text()
+    at_64 = summary.split("## Comparisons")[1].split("### T = 256")[0]
+    # progressive - uniform at 64: diffs -10, -11, -11 by seed; Holm over the study's whole family
+    diff = stats.paired_difference([190, 191, 193], [200, 202, 204])
+    holm = stats.holm([diff["p"], stats.paired_difference([160, 161, 162], [150, 151, 152])["p"]]
+                      + [None] * (len(studies.family(study)) - 2))[0]
+    lo, hi = diff["ci95"]
+    assert (f"| progressive_sparse@64 - uniform_sparse@64 | 3 | {diff['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] | "
+            f"{100 * diff['mean'] / 202:+.1f}% | {analysis.fmt_p(diff['p'])} | {analysis.fmt_p(holm)} | "
+            f"lower than uniform_sparse@64; {analysis.BELOW} |") in at_64
+    assert "| reverse_progressive@64 - uniform_sparse@64 | 0 | - | - | - | - | untested: 0 paired seeds |" in at_64
+    rows_64 = summary.split("## Rows")[1].split("### T = 256")[0]
+    assert "| progressive_sparse@64 | 64, 64, 16, 16, 32, 32 | 10 | 3 / 3 (" in rows_64
+    assert f"| reverse_progressive@64 | - | 10 | 0 / 1 ({analysis.BELOW}) | FAILED: future leak" in rows_64
+    assert "| dense_baseline@64 | - | - | 0 / 0 | no runs |" in rows_64
+    # the document's expectation beside the row it is about, and where it comes from
+    progressive = next(line for line in rows_64.splitlines() if "| progressive_sparse@64 |" in line)
     assert progressive.endswith(f"| {study.claims['progressive_sparse@64']} |")
-    assert study.claims_source and study.claims_source in summary
-    for png in ("loss_curves.png", "val_ppl.png", "ppl_vs_length.png"):
+    assert study.claims_source in summary
+    assert "Left out (never mixed in): 1 run files of study version schedules-1." in summary
+    assert ("seeds 45, 46 of uniform_sparse@64, uniform_sparse@256, progressive_sparse@64, progressive_sparse@256; "
+            "seeds 43, 44, 45, 46 of reverse_progressive@64.") in summary
+    assert f"`python -m benchmark experiment schedules --seeds {studies.CLAIM_SEEDS} --out " in summary
+    assert "`python -m benchmark experiment schedules --report-only --out " in summary
+    for png in ("loss_curves.png", "effects.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 from . import stats
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
 def line_styles(n: int) -> list:
-    """n distinguishable line styles: ten colours, then the same colours dashed, then dotted."""
+    """n distinguishable line styles: tab20's ten dark colours solid, then its ten light ones
+    dashed (so up to 20 series never share a colour, and a light shade never shares its dark
+    twin's line), then the same twenty dotted and dash-dotted."""
     import matplotlib
 
-    colors = matplotlib.colormaps["tab10"].colors
-    return [{"color": colors[i % 10], "linestyle": ("-", "--", ":")[(i // 10) % 3]} for i in range(n)]
+    colors = matplotlib.colormaps["tab20"].colors
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    return [{"color": colors[order[i % 20]], "linestyle": LINESTYLES[(i // 10) % len(LINESTYLES)]}
+            for i in range(n)]
 
 
 def loss_band(ax, curves: list, label: str, band_alpha: float = 0.2, **style) -> None:

@@ -1,4 +1,5 @@
-"""Seed statistics without scipy: mean, sample std, Student-t 95% interval, Welch's and paired t-tests.
+"""Seed statistics without scipy: mean, sample std, Student-t 95% interval, Welch's and paired t-tests,
+the paired difference by seed with its interval, and Holm's step-down correction for a family of tests.
 
 Student's t CDF via the regularized incomplete beta function (Lentz's continued fraction,
 Numerical Recipes' betacf), accurate to ~1e-10, which is ample for p-values and intervals.
@@ -103,6 +104,37 @@ def paired_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
     if spread == 0:
         return 1.0 if mean(diffs) == 0 else 0.0
     return t_sf_two_sided(mean(diffs) / (spread / math.sqrt(len(diffs))), len(diffs) - 1)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> Optional[dict]:
+    """a[i] - b[i] over pairs (one seed each): n, mean difference, its Student-t 95% interval
+    (None below 2 pairs) and the paired t-test's two-sided p-value; None without pairs."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    if not a:
+        return None
+    diffs = [x - y for x, y in zip(a, b)]
+    interval = ci95(diffs)
+    return {"n": len(diffs), "mean": mean(diffs), "ci95": list(interval) if interval else None,
+            "p": paired_p(a, b)}
+
+
+def holm(p_values: Sequence[Optional[float]]) -> list:
+    """Holm's step-down adjusted p-values, in the input order, for one family of m tests.
+
+    The i-th smallest p (1-based) becomes max over j <= i of min(1, (m - j + 1) p_(j)), so the
+    adjusted values keep the order of the raw ones. A test without a p-value (None: too few runs)
+    still counts in m, as p = 1, and stays None: a declared family never shrinks to the tests that
+    happened to have data.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: 1.0 if p_values[i] is None else p_values[i])
+    adjusted, running = [None] * m, 0.0
+    for rank, i in enumerate(order):
+        p = 1.0 if p_values[i] is None else p_values[i]
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = None if p_values[i] is None else running
+    return adjusted
 
 
 def summarize(xs: Sequence[float]) -> dict:

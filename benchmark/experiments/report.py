@@ -1,206 +1,160 @@
-"""summary.md and plots of a study, from its result JSON files.
+"""summary.md and figures of a study, from its run files; nothing is run.
 
-Per row: validation perplexity mean +- std and 95% CI over seeds, Welch's and the paired-by-seed
-p-value against the study's baseline, combined_score, rank, step time, and the original claim where
-one exists (one table per sequence length for studies with an x axis). Plots (PNG): training loss
-per row (mean over seeds with a +-1 std band), validation perplexity with 95% CI error bars, and for studies with an x axis
-(schedules) perplexity against sequence length, one line per series.
+The text is a function of the run files and the study's declaration only (render), so a test can
+recompute it from the committed runs and compare. Sections: the hypotheses and whether each holds,
+the family of paired comparisons (difference by seed with 95% CI, paired p, Holm p, reading), the
+rows (mean +- std over seeds, layer k, steps, step time, the original claim), and the runs used,
+left out and missing, with the commands that regenerate the report and produce the missing runs.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import os
+from collections import Counter
 from pathlib import Path
 
-from ..analysis import stats
 from ..fsutil import atomic_write
-from ..analysis.plotting import line_styles, loss_band
+from ..judge.runner import REPO_ROOT
+from ..spec import SPEC
+from . import figures
+from .analysis import ALPHA, BELOW, Analysis, analyse, fmt_p
+from .results import Collection, collect
+from .studies import CLAIM_SEEDS, Study, family
+
+log = logging.getLogger(__name__)
 
 
-def load_runs(folder: Path, row: str) -> list:
-    runs = []
-    for path in sorted((folder / "runs" / row).glob("seed*.json")):
-        try:
-            runs.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return runs
+def commands(study: Study, folder: Path) -> dict:
+    """The command lines that regenerate the report and produce the missing runs."""
+    out = Path(folder).resolve().parent
+    out = os.path.relpath(out, REPO_ROOT) if out.is_relative_to(REPO_ROOT) else str(out)
+    base = f"python -m benchmark experiment {study.name}"
+    return {"report": f"{base} --report-only --out {out}",
+            "runs": f"{base} --seeds {CLAIM_SEEDS} --out {out}"}
 
 
-def row_stats(runs: list) -> dict:
-    ok = [r for r in runs if r.get("valid")]
-    ppl = [r["val_ppl"] for r in ok]
-    return {"runs": len(runs), "valid": len(ok), "failed": [r.get("error") for r in runs if not r.get("valid")],
-            "by_seed": {r.get("seed"): r["val_ppl"] for r in ok},
-            "ppl": stats.summarize(ppl) if ppl else None,
-            "score": stats.summarize([r["combined_score"] for r in ok]) if ok else None,
-            "step_ms": _mean_known([r["timings"].get("step_ms_median") for r in ok]),
-            "curves": [r.get("loss_curve") or [] for r in ok]}
+def _by_length(study: Study, names: list) -> list:
+    """[(title, names)]: one group per sequence length of a study with an x axis, else one."""
+    x_of = {r.name: r.x for r in study.rows}
+    xs = sorted({x_of[n] for n in names})
+    return [(f"### T = {x}" if x else "", [n for n in names if x_of[n] == x]) for x in xs]
 
 
-def _baseline_row(study, row) -> str:
-    """The row a row is compared with: the baseline row itself (flat studies) or the baseline
-    series' row at the same x (studies with an x axis); "" when the study names none."""
-    if not study.baseline:
-        return ""
-    if row.series:
-        return next((r.name for r in study.rows if r.series == study.baseline and r.x == row.x), "")
-    return study.baseline
+def _hypotheses(analysis: Analysis) -> list:
+    lines = ["## Hypotheses", ""]
+    for i, v in enumerate(analysis.verdicts, 1):
+        expected = {"lower": "each row lower than its reference", "higher": "each row higher than its "
+                    "reference", "same": "no difference from its reference"}[v.expect]
+        lines.append(f"{i}. {v.text}. Expected: {expected}. **{v.verdict}.**")
+        lines += [f"   - {e.row} vs {e.reference}: {e.words()}" for e in v.effects]
+    return lines + [""]
 
 
-def _table(study, rows: dict, table: dict, names: list) -> str:
-    """One ranked table of `names`, with p-values against the baseline row."""
-    ranked = sorted((n for n in names if table[n]["ppl"]), key=lambda n: table[n]["ppl"]["mean"])
-    rank = {name: i + 1 for i, name in enumerate(ranked)}
-    lines = ["| rank | row | val_ppl mean +- std | 95% CI | p vs baseline (Welch / paired) | combined_score "
-             "| seeds | step ms | original claim |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name in ranked + [n for n in names if n not in rank]:
-        s = table[name]
-        if s["ppl"]:
-            ppl, ci = s["ppl"], s["ppl"]["ci95"]
-            base = _baseline_row(study, rows[name])
-            cells = [str(rank[name]), name, f"{ppl['mean']:.2f} +- {ppl['std']:.2f}",
-                     f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-",
-                     "baseline" if base == name else _p_values(s, table.get(base)),
-                     f"{s['score']['mean']:.6f}", f"{s['valid']}/{s['runs']}", f"{s['step_ms']:.1f}" if s["step_ms"] is not None else "-"]
-        else:
-            cells = ["-", name, "FAILED: " + "; ".join(str(e) for e in s["failed"][:1]) if s["failed"] else "no runs",
-                     "-", "-", "-", f"0/{s['runs']}", "-"]
-        cells.append(study.claims.get(name, ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _comparisons(study: Study, analysis: Analysis) -> list:
+    lines = [f"## Comparisons: the study's family of {len(analysis.effects)}, Holm-corrected together", ""]
+    for title, names in _by_length(study, list(dict.fromkeys(e.row for e in analysis.effects))):
+        lines += [title, ""] if title else []
+        lines += ["| row - reference | seeds paired | diff [95% CI] (val ppl) | relative | paired p | Holm p "
+                  "| reading |", "|---|---|---|---|---|---|---|"]
+        for e in (e for e in analysis.effects if e.row in names):
+            d = e.diff
+            cells = [f"{e.row} - {e.reference}", str(e.n)]
+            if e.tested:
+                lo, hi = d["ci95"]
+                cells += [f"{d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", f"{e.relative:+.1f}%",
+                          fmt_p(d["p"]), fmt_p(e.holm)]
+            else:
+                cells += ["-", "-", "-", "-"]
+            reading = e.reading() + (f"; {BELOW}" if e.tested and e.n < CLAIM_SEEDS else "")
+            lines.append("| " + " | ".join(cells + [reading]) + " |")
+        lines.append("")
+    return lines
 
 
-def _p_values(row: dict, base: dict) -> str:
-    """"Welch p / paired p" of a row against its baseline; the paired test uses the seeds both have."""
-    if not base or not base["ppl"]:
-        return "-"
-    seeds = sorted(set(row["by_seed"]) & set(base["by_seed"]))
-    welch = stats.welch_p(list(row["by_seed"].values()), list(base["by_seed"].values()))
-    paired = stats.paired_p([row["by_seed"][k] for k in seeds], [base["by_seed"][k] for k in seeds])
-    return " / ".join(f"{p:.2g}" if p is not None else "-" for p in (welch, paired))
+def _rows(study: Study, analysis: Analysis) -> list:
+    labelled = any(r.label for r in study.rows)
+    lines = ["## Rows", ""]
+    for title, names in _by_length(study, [r.name for r in study.rows]):
+        lines += [title, ""] if title else []
+        lines += ["| row |" + (" what |" if labelled else "") + " layer k | steps | valid / runs "
+                  "| val_ppl mean +- std | step ms | original claim |",
+                  "|---|" + ("---|" if labelled else "") + "---|---|---|---|---|---|"]
+        for row in (r for r in study.rows if r.name in names):
+            s = analysis.rows[row.name]
+            runs = len(s.by_seed) + len(s.failed)
+            cells = [row.name] + ([row.label] if labelled else []) + [
+                ", ".join(map(str, s.layer_top_k)) if s.layer_top_k else "-",
+                ", ".join(map(str, s.steps)) or "-",
+                f"{len(s.by_seed)} / {runs}" + (f" ({BELOW})" if runs and len(s.by_seed) < CLAIM_SEEDS else ""),
+                f"{s.ppl['mean']:.2f} +- {s.ppl['std']:.2f}" if s.ppl else
+                ("FAILED: " + str(s.failed[0]) if s.failed else "no runs"),
+                f"{s.step_ms:.1f}" if s.step_ms is not None else "-", study.claims.get(row.name, "")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
-def _tables(study, rows: dict, table: dict) -> list:
-    """One table for a flat study; one per x (sequence length) for a study with an x axis, since
-    perplexities at different lengths do not rank against each other."""
-    groups = sorted({rows[n].x for n in table})
-    if groups == [0]:
-        return [_table(study, rows, table, list(table))]
-    out = []
-    for x in groups:
-        out += [f"### sequence length {x}" if x else "### other rows", "",
-                _table(study, rows, table, [n for n in table if rows[n].x == x]), ""]
-    return out
+def _runs(study: Study, folder: Path, collection: Collection) -> list:
+    runs = [r for by_seed in collection.runs.values() for r in by_seed.values()]
+    seeds = sorted({r.get("seed") for r in runs})
+    budget = sorted({(r.get("precision"), r.get("device"), (r.get("environment") or {}).get("threads"))
+                     for r in runs}, key=str)
+    cmd = commands(study, folder)
+    lines = ["## Runs", "",
+             (f"Runs used: {len(runs)}, seeds {', '.join(map(str, seeds))}, evaluator {collection.spec_version}, "
+              + "; ".join(f"{p}, {d}, {t} thread{'s' if t != 1 else ''}" for p, d, t in budget) + ". "
+              "Every run passed the evaluator's causality and state probes unless its row shows FAILED.")
+             if runs else "No runs yet."]
+    if collection.left_out:
+        reasons = Counter(why for _, why in collection.left_out)
+        lines.append("Left out (never mixed in): " + "; ".join(f"{n} run files of {why}"
+                                                               for why, n in sorted(reasons.items())) + ".")
+    missing = collection.missing(study)
+    if collection.spec_version and collection.spec_version != SPEC.version:
+        lines.append(f"These runs were made by evaluator {collection.spec_version}; the evaluator is now "
+                     f"{SPEC.version}, so the command below re-runs every run of the study with it.")
+    if missing:
+        by_seeds = {}
+        for row, s in missing.items():
+            by_seeds.setdefault(tuple(s), []).append(row)
+        lines.append(f"Missing for the {CLAIM_SEEDS} seeds a claim needs: " + "; ".join(
+            f"seeds {', '.join(map(str, s))} of " + ("every row" if len(rows) == len(study.rows) else ", ".join(rows))
+            for s, rows in by_seeds.items()) + ".")
+    lines += ["", f"- Regenerate this report from the run files: `{cmd['report']}`",
+              f"- Produce the missing runs (keeps every current run) and then the report: `{cmd['runs']}`", ""]
+    return lines
 
 
-def write(study, folder: Path, rows: list) -> Path:
-    """Writes folder/summary.md and the PNGs; returns the summary's path."""
-    by_row = {name: load_runs(folder, name) for name in rows}
-    table = {name: row_stats(runs) for name, runs in by_row.items()}
-    runs = [r for row_runs in by_row.values() for r in row_runs]
-    study_rows = {r.name: r for r in study.rows}
-    budget = sorted({(r.get("steps"), r.get("precision"), r.get("device")) for r in runs if r.get("valid")},
-                    key=str)
-    baseline = (f" p vs baseline: Welch's t-test, and the t-test paired by seed (runs of one seed share "
-                f"the data order), against {study.baseline}"
-                + (" at the same length." if any(r.series for r in study.rows) else ".")
-                if study.baseline else "")
+def render(study: Study, folder: Path) -> tuple:
+    """(summary.md text, analysis, figure names) of the study's runs under folder; figures only
+    when there are runs."""
+    collection = collect(study, folder)
+    analysis = analyse(study, collection)
+    plots = [figures.LOSS_PNG, figures.EFFECTS_PNG] if collection.runs else []
     text = [f"# Study `{study.name}` ({study.version})", "", study.question, "",
-            *_tables(study, study_rows, table), "",
-            "Budget of these runs (steps, precision, device): "
-            + (", ".join(f"{s} steps, {p}, {d}" for s, p, d in budget) or "none yet") + ".",
-            "Seeds: 42, 43, ...; every run passed the evaluator's causality and state probes unless "
-            "listed as FAILED." + baseline,
-            *([study.claims_source] if study.claims_source else []), ""]
-    plots = _plots(study, study_rows, folder, table)
-    text += [f"![{p.stem}]({p.name})" for p in plots]
+            f"How to read: each comparison is row - reference in validation perplexity, paired by seed "
+            f"(runs of one seed share the data order), with the 95% t interval of the difference and the "
+            f"paired t-test (the interval is per comparison, not corrected); Holm's correction runs over the study's {len(family(study))} comparisons, "
+            f"declared in benchmark/experiments/studies.py before any run (every row against "
+            f"{study.baseline}" + (" at the same length" if any(r.series for r in study.rows) else "")
+            + ", plus those its hypotheses and controls name). A difference is detected at Holm p < "
+            f"{ALPHA}; a claim needs {CLAIM_SEEDS} seeds. Negative: the row has the lower perplexity.", "",
+            *(_hypotheses(analysis) if study.hypotheses else []), *_comparisons(study, analysis),
+            *_rows(study, analysis), *_runs(study, folder, collection),
+            *([study.claims_source, ""] if study.claims_source else []),
+            *[f"![{Path(p).stem}]({p})" for p in plots]]
+    return "\n".join(text) + "\n", analysis, plots
+
+
+def write(study: Study, folder: Path) -> Path:
+    """Writes folder/summary.md and the figures; returns the summary's path."""
+    text, analysis, plots = render(study, folder)
+    if plots:
+        try:
+            figures.write(study, analysis, folder)
+        except ImportError:
+            log.warning("matplotlib is not installed: %s has no figures", folder)
     summary = folder / "summary.md"
-    atomic_write(summary, ("\n".join(text) + "\n").encode())
+    atomic_write(summary, text.encode())
     return summary
-
-
-def _plots(study, rows: dict, folder: Path, table: dict) -> list:
-    try:
-        import matplotlib
-    except ImportError:
-        return []
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    done = {n: s for n, s in table.items() if s["ppl"]}
-    if not done:
-        return paths
-    fig, (ax_all, ax_end) = plt.subplots(1, 2, figsize=(13, 5))
-    alpha = min(0.2, max(0.05, 0.6 / len(done)))  # many rows: fainter bands
-    for (name, s), style in zip(done.items(), line_styles(len(done))):
-        loss_band(ax_all, s["curves"], name, band_alpha=alpha, **style)
-        loss_band(ax_end, [c[len(c) // 2:] for c in s["curves"]], name, band_alpha=alpha, **style)
-    ax_all.set_title("whole run")
-    ax_end.set_title("second half (zoomed)")
-    ax_end.legend(fontsize=7, ncol=2)
-    paths.append(_save(fig, folder / "loss_curves.png"))
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(done)), 4.5))
-    names = sorted(done, key=lambda n: done[n]["ppl"]["mean"])
-    means = [done[n]["ppl"]["mean"] for n in names]
-    errs = [(done[n]["ppl"]["ci95"][1] - done[n]["ppl"]["mean"]) if done[n]["ppl"]["ci95"] else 0 for n in names]
-    ax.bar(range(len(names)), means, yerr=errs, capsize=3)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("validation perplexity (95% CI)")
-    ax.set_ylim(min(m - e for m, e in zip(means, errs)) * 0.98, max(m + e for m, e in zip(means, errs)) * 1.02)
-    paths.append(_save(fig, folder / "val_ppl.png"))
-
-    done_series = {rows[n].series for n in done}
-    series = [n for n in dict.fromkeys(r.series for r in study.rows) if n and n in done_series]
-    if series:
-        paths.append(_length_plot(study, rows, done, series, folder / "ppl_vs_length.png"))
-    return paths
-
-
-def _length_plot(study, rows: dict, done: dict, series: list, path: Path) -> Path:
-    """Perplexity against sequence length, one line per series (x slightly dodged so the error
-    bars stay apart); beside it, the same relative to the baseline series at each length."""
-    import matplotlib.pyplot as plt
-
-    def points(name):
-        return {rows[n].x: done[n]["ppl"] for n in done if rows[n].series == name}
-
-    base = points(study.baseline) if study.baseline else {}
-    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(13 if base else 7, 4.5), squeeze=False)
-    for i, (name, style) in enumerate(zip(series, line_styles(len(series)))):
-        shift = 2 ** (0.03 * (i - (len(series) - 1) / 2))
-        pts = sorted(points(name).items())
-        half = [(p["ci95"][1] - p["mean"]) if p["ci95"] else 0 for _, p in pts]
-        axes[0][0].errorbar([x * shift for x, _ in pts], [p["mean"] for _, p in pts], yerr=half,
-                            marker="o", capsize=3, label=name, **style)
-        if base:
-            rel = [(x, p, h) for (x, p), h in zip(pts, half) if x in base]
-            axes[0][1].errorbar([x * shift for x, _, _ in rel], [p["mean"] / base[x]["mean"] for x, p, _ in rel],
-                                yerr=[h / base[x]["mean"] for x, _, h in rel], marker="o", capsize=3,
-                                label=name, **style)
-    for ax in axes[0]:
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("sequence length")
-    axes[0][0].set_ylabel("validation perplexity (95% CI)")
-    axes[0][0].legend(fontsize=8)
-    if base:
-        axes[0][1].axhline(1.0, color="grey", linewidth=0.8)
-        axes[0][1].set_ylabel(f"perplexity / {study.baseline} at the same length")
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
-def _mean_known(values: list):
-    known = [v for v in values if isinstance(v, (int, float))]
-    return stats.mean(known) if known else None

@@ -1,12 +1,13 @@
 """`python -m benchmark experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR]
-[--rows A,B] [--executor local|ray] [--address ADDR]`
+[--rows A,B] [--executor local|ray] [--address ADDR] [--report-only]`
 
 Every run is an ordinary evaluation (benchmark.judge.runner.evaluate_file: sandboxed workers, the
 evaluator's training loop, every probe) of a generated candidate file, and writes one result JSON
-(the evaluator's schema) to OUT/STUDY/runs/ROW/seedS.json. Existing results are kept, so an
-interrupted study resumes where it stopped. Runs go to a local pool of `workers` evaluations (each
-with cores / workers torch threads) or to a Ray cluster. The report (summary.md, PNGs) is
-rewritten at the end.
+(the evaluator's schema) to OUT/STUDY/runs/ROW/seedS.json. A result of the row's current
+definition by the current evaluator is kept (results.current), so an interrupted study resumes
+where it stopped; one of an older study or spec version is run again and replaced. Runs go to a
+local pool of `workers` evaluations (each with cores / workers torch threads) or to a Ray cluster.
+The report (summary.md, PNGs) is rewritten at the end; --report-only rewrites it and runs nothing.
 """
 
 from __future__ import annotations
@@ -23,28 +24,38 @@ from typing import Optional
 from ..fsutil import atomic_write
 from ..judge.runner import CANCEL, REPO_ROOT, evaluate_file
 from ..spec import SPEC
-from . import report, studies
+from . import report, results, studies
 from .models import candidate_source
 
 log = logging.getLogger(__name__)
 
 
-def run_path(out: Path, row: str, seed: int) -> Path:
-    return out / "runs" / row / f"seed{seed}.json"
-
-
-def done(path: Path) -> bool:
-    try:
-        return isinstance(json.loads(path.read_text()), dict)
-    except (OSError, ValueError):
-        return False
-
-
-def write_candidate(out: Path, study: studies.Study, row: studies.Row, steps: int) -> Path:
+def write_candidate(out: Path, study: studies.Study, row: studies.Row, budget: int) -> Path:
     path = out / "candidates" / f"{row.name}.py"
-    warmup = int(round(row.warmup_fraction * steps))
-    atomic_write(path, candidate_source(study.name, row.name, row.pattern, row.schedule, warmup).encode())
+    _, warmup = studies.row_steps(row, budget)
+    atomic_write(path, candidate_source(study.name, row.name, row.pattern, row.schedule, warmup,
+                                        row.layer_map).encode())
     return path
+
+
+def plan(study: studies.Study, folder: Path, rows: list, seeds: int, budget: int,
+         val_tokens: Optional[int] = None) -> list:
+    """The runs still to do, as tasks (without the executor's fields): every seed of every row
+    whose file is not a current result. Writes the rows' candidate files."""
+    tasks = []
+    for row in rows:
+        candidate = write_candidate(folder, study, row, budget)
+        steps, _ = studies.row_steps(row, budget)
+        for seed in results.seeds(seeds):
+            path = results.run_path(folder, row.name, seed)
+            if results.current(results.read(path), study, row):
+                continue
+            overrides = dict(row.overrides, experiment=True, seed=seed, steps=steps)
+            if val_tokens:
+                overrides["val_tokens"] = val_tokens
+            tasks.append({"row": row.name, "seed": seed, "path": str(path), "candidate": str(candidate),
+                          "overrides": overrides})
+    return tasks
 
 
 def time_limit(overrides: dict, workers: int) -> float:
@@ -92,32 +103,24 @@ def _ray(tasks: list, address: Optional[str]):
         yield task, ray.get(ready[0])
 
 
-def run_study(name: str, *, seeds: int = 3, steps: Optional[int] = None, workers: int = 1,
-              out: str = "experiments", rows: Optional[list] = None, executor: str = "local",
-              address: Optional[str] = None, val_tokens: Optional[int] = None,
-              device: str = "cpu", progress: bool = True) -> Path:
+def run_study(name: str, *, seeds: int = studies.CLAIM_SEEDS, steps: Optional[int] = None,
+              workers: int = 1, out: str = "experiments", rows: Optional[list] = None,
+              executor: str = "local", address: Optional[str] = None, val_tokens: Optional[int] = None,
+              device: str = "cpu", progress: bool = True, report_only: bool = False) -> Path:
     from tqdm import tqdm
 
     study = studies.get(name)
+    folder = Path(out) / study.name
+    if report_only:
+        return report.write(study, folder)
     chosen = [r for r in study.rows if rows is None or r.name in rows]
     if rows is not None and len(chosen) != len(rows):
         raise ValueError(f"unknown rows {sorted(set(rows) - {r.name for r in study.rows})} in study {name}")
-    folder = Path(out) / study.name
-    steps = steps or SPEC.steps
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    tasks = []
-    for row in chosen:
-        candidate = write_candidate(folder, study, row, steps)
-        for seed in range(SPEC.seed, SPEC.seed + seeds):
-            path = run_path(folder, row.name, seed)
-            if done(path):
-                continue
-            overrides = dict(row.overrides, experiment=True, seed=seed, steps=steps)
-            if val_tokens:
-                overrides["val_tokens"] = val_tokens
-            tasks.append({"row": row.name, "seed": seed, "path": str(path), "candidate": str(candidate),
-                          "overrides": overrides, "threads": threads, "device": device,
-                          "time_limit_s": time_limit(overrides, workers if executor == "local" else 1)})
+    tasks = plan(study, folder, chosen, seeds, steps or SPEC.steps, val_tokens)
+    for task in tasks:
+        task.update(threads=threads, device=device,
+                    time_limit_s=time_limit(task["overrides"], workers if executor == "local" else 1))
     total = len(chosen) * seeds
     bar = tqdm(total=total, initial=total - len(tasks), desc=f"study {name}", unit="run",
                file=sys.stderr, disable=not progress)
@@ -131,15 +134,16 @@ def run_study(name: str, *, seeds: int = 3, steps: Optional[int] = None, workers
         if not result.get("valid"):
             log.warning("%s seed %s failed: %s", task["row"], task["seed"], result.get("error"))
     bar.close()
-    # the report covers every row of the study that has results, not only this invocation's rows
-    return report.write(study, folder, [r.name for r in study.rows if (folder / "runs" / r.name).is_dir()])
+    # the report covers every row of the study, not only this invocation's rows
+    return report.write(study, folder)
 
 
 def main(argv: list) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", choices=sorted(studies.STUDIES))
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=studies.CLAIM_SEEDS,
+                   help=f"seeds per row, from {SPEC.seed} (default {studies.CLAIM_SEEDS}: what a claim needs)")
     p.add_argument("--steps", type=int, help=f"optimizer steps per run (default {SPEC.steps})")
     p.add_argument("--val-tokens", type=int, help="score only the first N validation tokens")
     p.add_argument("--workers", type=int, default=1, help="evaluations side by side (local executor)")
@@ -148,13 +152,15 @@ def main(argv: list) -> int:
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite summary.md and the figures from the run files; run nothing")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = run_study(args.study, seeds=args.seeds, steps=args.steps, workers=args.workers,
                             out=args.out, rows=args.rows.split(",") if args.rows else None,
                             executor=args.executor, address=args.address, val_tokens=args.val_tokens,
-                            device=args.device)
+                            device=args.device, report_only=args.report_only)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume",
               file=sys.stderr)
