@@ -1,7 +1,7 @@
 """A search you can watch: the scripted LLM drives the real OpenEvolve and ShinkaEvolve for a few
 iterations at a short, unofficial budget, then prints the path each search took.
 
-    python examples/search/run.py                      # both frameworks, 4 iterations, 30 steps
+    python examples/search/run.py                      # both frameworks, 3 iterations, 20 steps
     python examples/search/run.py --framework shinka --iterations 2 --steps 3 --val-tokens 4096
 
 Each framework runs as its users run it (`openevolve-run` with configs/openevolve.yaml and its
@@ -10,7 +10,7 @@ shinka/ task folder with shinka/shinka.yaml and `--stage 3`), with only the LLM 
 of the search and the budget (PLASA_OVERRIDES) changed. Both use your results cache
 (PLASA_CACHE_DIR), so a program the other framework (or an earlier run) evaluated is answered from
 it; each run has its own PLASA_SEARCH_ID, so the noise stage compares with the best of that run
-only. At a 30-step budget a higher learning rate wins: the example shows the machinery, it is not
+only. At a 20-step budget a higher learning rate wins: the example shows the machinery, it is not
 an official result.
 Prints the path and writes it as JSON to OUT/path.json; exits 1 when a search's best program does
 not beat the reference or a cheating program was accepted.
@@ -144,9 +144,9 @@ def report(name: str, summary: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--framework", choices=("openevolve", "shinka", "both"), default="both")
-    p.add_argument("--iterations", type=int, default=4, help="LLM proposals per framework")
-    p.add_argument("--steps", type=int, default=30, help="training steps per evaluation (unofficial)")
-    p.add_argument("--val-tokens", type=int, default=16384, help="validation tokens per evaluation")
+    p.add_argument("--iterations", type=int, default=3, help="LLM proposals per framework")
+    p.add_argument("--steps", type=int, default=20, help="training steps per evaluation (unofficial)")
+    p.add_argument("--val-tokens", type=int, default=8192, help="validation tokens per evaluation")
     p.add_argument("--extra-seeds", type=int, default=2, help="seeds the noise stage adds (spec default 2)")
     p.add_argument("--out", default="results/example-search", help="output folder (runs, path.json)")
     args = p.parse_args(argv)
