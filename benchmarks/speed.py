@@ -6,6 +6,10 @@ Prints (and with --output writes as JSON):
                             one model: the evaluator's own overhead per step is their difference
   step_flops, peak_gflops, physical_ratio   FLOPs of one training step over a matmul peak
                             measured here: step_ms / ideal_ms
+  memory_gbps               copy bandwidth (read + write) with the default threads
+  validation_limit_s        the candidate's forward over every validation and probe token at the
+                            matmul peak plus the logits written once and read twice at memory_gbps;
+                            validation_over_limit and validation_fraction_at_limit compare with it
   judge: a real evaluation through the judge (evaluate_file, --eval-steps steps, the whole
   validation split) and where its time goes: data, build, training, validation, probes, the
   two fresh scoring processes, the judge's scoring of the handed-over logits, and the hand-over copy
@@ -117,6 +121,29 @@ def peak_gflops(precision: str, size: int = 2048, reps: int = 20) -> float:
     return 2 * size ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def memory_gbps(mib: int = 256, reps: int = 5) -> float:
+    """Copy bandwidth (bytes read + written per second) with the default threads."""
+    a = torch.empty(mib * 2 ** 18).normal_()
+    b = torch.empty_like(a)
+    b.copy_(a)
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+def validation_limit(tokens: int, flops_per_token: int, peak: float, gbps: float) -> dict:
+    """The least time validation can take here: the candidate's forward at the matmul peak, and
+    the logits (4 bytes x vocabulary per token) written once by the worker and read twice by the
+    judge (max and log-sum-exp) at the copy bandwidth."""
+    compute_s = tokens * flops_per_token / (peak * 1e9)
+    logits_gb = tokens * SPEC.vocab_size * 4 / 1e9
+    return {"val_logits_gb": logits_gb, "val_compute_limit_s": compute_s,
+            "val_memory_limit_s": 3 * logits_gb / gbps, "validation_limit_s": compute_s + 3 * logits_gb / gbps}
+
+
 def handover_s(precision: str, batches: int) -> float:
     """One copy of a validation batch's logits into a shared-memory mapping, times `batches`."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -151,7 +178,10 @@ def judge_report(eval_steps: int, precision: str, step_ms_measured: float, n_win
     extra = t["second_process_s"] + copy_s + n_probe * forward_s
     stages = {k: t.get(k) for k in ("data_s", "build_s", "train_s", "probes_s", "second_process_s",
                                     "validation_s", "judge_scoring_s", "wall_s")}
+    flops_per_token = (result.get("params") or {}).get("flops_per_token") or 0
     return {"judge_eval_steps": eval_steps, **{f"judge_{k}": v for k, v in stages.items()},
+            "forward_flops_per_token": flops_per_token,
+            "val_forward_tokens": (n_val + n_probe) * SPEC.val_batch_size * SPEC.seq_len,
             "judge_val_ppl": result["val_ppl"], "judge_handover_copy_s": copy_s,
             "judge_probe_batches": n_probe, "judge_probe_batches_s": n_probe * forward_s, "official_estimate_s": official_s,
             "judge_extra_s": extra, "judge_extra_fraction": extra / official_s,
@@ -186,7 +216,15 @@ def main() -> None:
     report["ideal_step_ms"] = report["step_flops"] / (report["peak_gflops"] * 1e9) * 1000
     report["physical_ratio"] = report["step_ms"] / report["ideal_step_ms"]
     n_windows = len(eval_windows(data.eval, SPEC.seq_len, None)[0])
+    report["memory_gbps"] = memory_gbps()
     report.update(judge_report(args.eval_steps, args.precision, report["step_ms"], n_windows))
+    report.update(validation_limit(report["val_forward_tokens"], report["forward_flops_per_token"],
+                                   report["peak_gflops"], report["memory_gbps"]))
+    report["validation_over_limit"] = report["judge_validation_s"] / report["validation_limit_s"]
+    # the validation share an official evaluation would have with validation at its limit and the
+    # rest as measured: the floor of validation_fraction on this machine
+    rest = report["official_estimate_s"] - report["judge_validation_s"]
+    report["validation_fraction_at_limit"] = report["validation_limit_s"] / (rest + report["validation_limit_s"])
 
     for key, value in report.items():
         print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
