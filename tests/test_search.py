@@ -249,3 +249,27 @@ def test_evaluate_runs_as_a_task_on_a_ray_cluster(monkeypatch, tmp_path):
     artifacts = result.artifacts if hasattr(result, "artifacts") else result["artifacts"]
     assert metrics["combined_score"] == 0.0
     assert "import of 'os'" in artifacts["failed_checks"], artifacts
+
+
+def test_selection_noise_picks_and_the_readme_figures():
+    """benchmarks/selection_noise.py: a one-seed pick against the best mean, and README quotes
+    what it prints for the committed runs."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("selection_noise", REPO / "benchmarks" / "selection_noise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = {"a": {42: 100.0, 43: 104.0}, "b": {42: 101.0, 43: 101.0}}  # a is lucky on seed 42
+    assert module.picks(rows) == [(42, "a", "b", pytest.approx(100 * (102 / 101 - 1))), (43, "b", "b", 0.0)]
+    found = module.groups(REPO / "docs" / "findings")
+    selections = [p for rows in found.values() for p in module.picks(rows)]
+    differ = sum(pick != best for _, pick, best, _ in selections)
+    regrets = [r for *_, r in selections]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    quoted = re.search(r"best 3-seed mean in (\d+) of (\d+) selections, and the pick's mean perplexity "
+                       r"was then ([\d.]+)% worse on average, ([\d.]+)% at most", readme)
+    assert quoted, "README no longer quotes benchmarks/selection_noise.py"
+    assert (int(quoted.group(1)), int(quoted.group(2))) == (differ, len(selections))
+    assert float(quoted.group(3)) == round(sum(regrets) / len(regrets), 2)
+    assert float(quoted.group(4)) == round(max(regrets), 2)
