@@ -25,8 +25,16 @@ run: setup
 test: setup
 	$(PY) -m pytest -q -n 2
 
+# The original benchmark to compare with, and a python that can run it (torchtune 0.6.1 and
+# torchao 0.10.0, in a venv of its own; see ../shared/original/PROVENANCE.md).
+ORIGINAL ?= $(abspath ../shared/original/plasa_attention)
+ORIGINAL_PYTHON ?=
+
 speed: setup
 	$(PY) benchmarks/speed.py
+	@if [ -n "$(ORIGINAL_PYTHON)" ]; then \
+		$(PY) benchmarks/versus_original.py --original "$(ORIGINAL)" --original-python "$(ORIGINAL_PYTHON)"; \
+	else echo "versus the original loop: skipped (make speed ORIGINAL_PYTHON=/path/to/venv/bin/python)"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info
