@@ -78,11 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     """PLASA_OVERRIDES (as for the search integration), then the flags."""
-    return dict(getattr(args, "env_overrides", {}), **{k: v for k, v in {"dataset": args.dataset, "seed": args.seed, "steps": args.steps,
-                              "split": args.split, "val_tokens": args.val_tokens,
-                              "heartbeat_s": args.heartbeat,
-                              "require_progressive": False if args.allow_uniform_top_k else None}.items()
-            if v is not None})
+    flags = {"dataset": args.dataset, "seed": args.seed, "steps": args.steps, "split": args.split,
+             "val_tokens": args.val_tokens, "heartbeat_s": args.heartbeat,
+             "require_progressive": False if args.allow_uniform_top_k else None}
+    return dict(getattr(args, "env_overrides", {}), **{k: v for k, v in flags.items() if v is not None})
 
 
 def run_args(args: argparse.Namespace, candidate: str) -> dict:
