@@ -76,7 +76,7 @@ def timed(cmd: list, env=None) -> tuple:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - t0
-    if proc.returncode not in (0,):
+    if proc.returncode != 0:
         raise SystemExit(f"{cmd[:3]} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return wall, proc.stdout
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -40,8 +41,6 @@ def judge_key() -> Optional[bytes]:
     import os
 
     from ..fsutil import cache_dir
-
-    import time
 
     path = cache_dir() / "judge.key"
     try:
