@@ -441,7 +441,8 @@ class Evaluation:
             lse, top = log_probs(logits, spec.ce_chunk)
             n = len(rows)  # the batch's windows first, then its probe rows
             if n:
-                score_batch(score, rows, logits[:n], torch.as_tensor(self.val_y[rows]), lse[:n], top[:n])
+                score_batch(score, rows, logits[:n], torch.as_tensor(self.val_y[rows]), lse[:n], top[:n],
+                            spec.ce_chunk)
                 recorder.record_real(step, rows, logits[:n], lse[:n])
             if len(probe_ids):
                 recorder.record_probe(step, probe_ids, logits[n:], lse[n:])
