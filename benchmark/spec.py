@@ -66,15 +66,17 @@ class Spec:
     val_tokens: Optional[int] = None
     # Windows per validation batch (large batches are cheap under no_grad).
     val_batch_size: int = 32
-    # Rows of logits at a time in the judge's cross-entropy (one fp32 buffer of this many rows, small
-    # enough to stay in cache: 16 measured fastest of 8, 16 and 64).
+    # Rows of logits at a time in the judge's cross-entropy (benchmark/xent.py: one fp32 buffer of
+    # this many rows, small enough to stay in cache; 16 measured fastest of 8, 16 and 64).
     ce_chunk: int = 16
     # Documents of a streamed corpus (cosmopedia) taken from the hub.
     stream_documents: int = 20000
 
     # --- numerics ---
-    # "bf16" (autocast, fp32 master weights and fp32 cross-entropy) or "fp32".
-    precision: str = "bf16"
+    # "bf16" (autocast, fp32 master weights and fp32 cross-entropy) where the device supports it,
+    # "fp32", or "auto": bf16 on a CUDA device that supports it, and on a CPU only where a measured
+    # reference-shaped step is at least 10% faster in bf16 (benchmark/judge/precision.py).
+    precision: str = "auto"
 
     # --- limits (enforced by the parent process on the worker) ---
     # Hard wall-clock limit of one evaluation, seconds; the worker's process group is killed.

@@ -18,20 +18,9 @@ import numpy as np
 import torch
 
 from ..protocol import IDS_FILE, LOGIT_DTYPES, LOGITS_FILE, Message
+from ..xent import row_logsumexp
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def resolve_precision(device: str, precision: Optional[str]) -> str:
-    """bf16 where the device supports it (autocast, fp32 master weights), else fp32."""
-    if precision == "fp32":
-        return "fp32"
-    if device.startswith("cuda"):
-        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        supported = (torch.backends.mkldnn.is_available()
-                     and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
-    return "bf16" if supported else "fp32"
 
 
 _RATE: Optional[float] = None
@@ -120,24 +109,9 @@ class Score:
 
 
 def log_probs(logits: torch.Tensor, chunk: int) -> tuple:
-    """(log-sum-exp (n, T), row maximum (n, T)) of (n, T, V) logits, `chunk` rows at a time through
-    one fp32 buffer that stays in cache: max, subtract, exp in place, sum. Measured 1.8x faster
-    than torch.logsumexp plus max-with-indices, and as exact (max |error| 1.3e-6 against float64)."""
-    flat = logits.reshape(-1, logits.shape[-1])
-    lse = torch.empty(flat.shape[0], dtype=torch.float32)
-    top = torch.empty(flat.shape[0], dtype=torch.float32)
-    buf = torch.empty(min(chunk, flat.shape[0]), flat.shape[1], dtype=torch.float32)
-    for start in range(0, flat.shape[0], chunk):
-        rows = flat[start:start + chunk]
-        part = buf[:len(rows)]
-        if rows.dtype != torch.float32:
-            part.copy_(rows)
-            rows = part
-        peak = torch.amax(rows, -1, keepdim=True)
-        torch.sub(rows, peak, out=part)
-        torch.sum(part.exp_(), -1, out=lse[start:start + chunk])
-        lse[start:start + chunk].log_().add_(peak.squeeze(-1))
-        top[start:start + chunk] = peak.squeeze(-1)
+    """(log-sum-exp (n, T), row maximum (n, T)) of (n, T, V) logits, `chunk` rows at a time
+    (:func:`benchmark.xent.row_logsumexp`)."""
+    lse, top = row_logsumexp(logits.reshape(-1, logits.shape[-1]), chunk)
     return lse.view(logits.shape[:-1]), top.view(logits.shape[:-1])
 
 
