@@ -1,7 +1,7 @@
 """Command line of ``evaluator.py``. Standard library only (the candidate runs in a worker).
 
     python evaluator.py CANDIDATE [--dataset NAME] [--data-dir DIR] [--tokenizer-dir DIR]
-        [--seed N] [--steps N] [--device cpu|cuda] [--precision bf16|fp32] [--split validation|test]
+        [--seed N] [--steps N] [--device cpu|cuda] [--precision auto|bf16|fp32] [--split validation|test]
         [--val-tokens N] [--allow-uniform-top-k] [--time-limit S] [--memory-limit MB] [--heartbeat S]
         [--stage 1|2|3]
         [--seeds N] [--no-cache] [--output FILE] [--quiet]
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-uniform-top-k", action="store_true",
                    help="accept one k in every layer (dense or uniform baselines; unofficial)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--precision", choices=("bf16", "fp32"), help="default bf16 where supported")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="default auto: bf16 where the device supports it and, on a CPU, where it measures faster")
     p.add_argument("--time-limit", type=float, help=f"hard wall-clock limit, s (default {SPEC.time_limit_s:g})")
     p.add_argument("--memory-limit", type=_positive_int, help=f"memory cap, MiB (default {SPEC.memory_limit_mb})")
     p.add_argument("--heartbeat", type=float, help=f"kill a worker silent this long as a hang, s (default "

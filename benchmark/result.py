@@ -58,6 +58,8 @@ class Result(TypedDict, total=False):
     steps: int
     mode: str                # full or stage1
     precision: str           # bf16 or fp32 (chosen by the judge for this machine)
+    precision_choice: dict   # why: {requested, bf16_supported, and on a CPU under "auto" the
+                             # measured fp32_step_ms, bf16_step_ms, speedup, chose}
     device: str
     environment: dict        # {torch, python, threads, cpu, device, device_name}
     sandbox: str             # what confined the workers (Landlock version, or none)

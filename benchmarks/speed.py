@@ -17,7 +17,7 @@ Prints (and with --output writes as JSON):
   judge design adds to an evaluation (second process + hand-over copies + hidden probe batches +
   replay), judge_extra_fraction that over the official evaluation's estimated wall time.
 
-    python benchmarks/speed.py [--steps 150] [--eval-steps 100] [--precision bf16|fp32] [--output speed.json]
+    python benchmarks/speed.py [--steps 150] [--eval-steps 100] [--precision auto|bf16|fp32] [--output speed.json]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmark.data import eval_windows, load_benchmark_data, train_windows  # noqa: E402
 from benchmark.judge import probes  # noqa: E402
 from benchmark.judge.runner import evaluate_file  # noqa: E402
-from benchmark.judge.scoring import resolve_precision  # noqa: E402
+from benchmark.judge.precision import resolve_precision  # noqa: E402
 from benchmark.spec import SPEC  # noqa: E402
 from benchmark.worker import guard  # noqa: E402  (captured before any candidate import)
 from benchmark.worker.candidate import import_candidate, split_output  # noqa: E402
@@ -192,12 +192,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--eval-steps", type=int, default=100, help="steps of the judged evaluation")
-    parser.add_argument("--precision", choices=("bf16", "fp32"))
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--output")
     args = parser.parse_args()
 
     tune_allocator()
-    precision = resolve_precision("cpu", args.precision)
+    precision, _ = resolve_precision("cpu", args.precision)
     rt = Runtime(torch.device("cpu"), precision)
     data = load_benchmark_data(SPEC)
     module = import_candidate(str(REPO / "initial_program.py"), "reference_candidate")

@@ -25,7 +25,8 @@ import torch
 
 from . import budget, probes
 from .launch import WorkerGone, WorkerProcess
-from .scoring import Exchange, Score, log_probs, matmul_flops_per_cpu_s, resolve_precision, score_batch
+from .precision import resolve_precision
+from .scoring import Exchange, Score, log_probs, matmul_flops_per_cpu_s, score_batch
 from .. import statefile
 from ..fsutil import remove_tree
 from ..data import DataError, eval_windows, load_benchmark_data, train_windows
@@ -122,8 +123,11 @@ class Evaluation:
         precision = self.requested_precision or self.spec.precision
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise EvalFailure("setup", "bad_device", "--device cuda was requested but CUDA is not available")
-        self.precision = resolve_precision(self.device, precision)
-        self.result.update(precision=self.precision, device=self.device,
+        try:
+            self.precision, choice = resolve_precision(self.device, precision)
+        except ValueError as exc:
+            raise EvalFailure("setup", "bad_precision", str(exc)) from exc
+        self.result.update(precision=self.precision, precision_choice=choice, device=self.device,
                            environment=environment(self.device))
 
     def load_data(self) -> None:
