@@ -58,10 +58,11 @@ class Result(TypedDict, total=False):
     steps: int
     mode: str                # full or stage1
     precision: str           # bf16 or fp32 (chosen by the judge for this machine)
-    precision_choice: dict   # why: {requested, bf16_supported, and on a CPU under "auto" the
-                             # measured fp32_step_ms, bf16_step_ms, speedup, chose}
+    tuning: dict             # what precision and the workers' threads rest on: requested_precision,
+                             # requested_threads, bf16_supported, and where measured (benchmark.judge.
+                             # tuning): threads, step_ms_by_threads, fp32/bf16_step_ms, speedup
     device: str
-    environment: dict        # {torch, python, threads, cpu, device, device_name}
+    environment: dict        # {torch, python, threads (the workers'), cpu, device, device_name}
     sandbox: str             # what confined the workers (Landlock version, or none)
     probe_seed: str          # the OS randomness behind this run's probes (hex), for reproduction
     peak_rss_mb: float       # the workers' peak resident memory

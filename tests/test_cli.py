@@ -26,8 +26,10 @@ def test_tiny_run_prints_a_complete_result(honest_tiny_result):
         assert r["timings"][key] > 0, key
     assert {"torch", "threads", "cpu", "device"} <= set(r["environment"])
     assert r["candidate"]["sha256"] and r["spec_version"] and r["precision"] in ("bf16", "fp32")
-    assert r["precision_choice"]["requested"] == "auto"
-    assert r["precision_choice"].get("chose", r["precision"]) == r["precision"]
+    assert r["tuning"]["requested_precision"] == "auto"
+    # the machine's measured profile decides precision and the workers' threads, and is recorded
+    assert r["tuning"]["precision"] == r["precision"]
+    assert r["environment"]["threads"] == r["tuning"]["threads"]
     assert all(c["passed"] for c in r["checks"])
 
 

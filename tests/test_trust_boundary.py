@@ -149,7 +149,7 @@ def test_spec_precision_override_reaches_the_run(monkeypatch, tmp_path):
     from benchmark.judge import evaluation
 
     seen = []
-    monkeypatch.setattr(evaluation, "resolve_precision", lambda device, p: seen.append(p) or (p, {"requested": p}))
+    monkeypatch.setattr(evaluation, "resolve", lambda device, p, threads: seen.append(p) or (p, threads, {}))
     run = evaluation.Evaluation(
         candidate="c.py", display_path="c.py", sha256="0", overrides={"precision": "fp32"}, mode="full",
         device="cpu", precision=None, data_dir=None, tokenizer_dir=None, run_dir=tmp_path, deadline=0,

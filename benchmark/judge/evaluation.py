@@ -25,7 +25,7 @@ import torch
 
 from . import budget, probes
 from .launch import WorkerGone, WorkerProcess
-from .precision import resolve_precision
+from .tuning import cpu_model, resolve
 from .scoring import Exchange, Score, log_probs, matmul_flops_per_cpu_s, score_batch
 from .. import statefile
 from ..fsutil import remove_tree
@@ -56,16 +56,12 @@ def read_paths(trusted: bool = False) -> tuple:
     return tuple(sorted(p for p in paths if p and os.path.realpath(p) != repo))
 
 
-def environment(device: str) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
-    except OSError:
-        pass
+def environment(device: str, threads: Optional[int]) -> dict:
+    """The machine; `threads`: the workers' torch threads (None: torch's default, the judge's)."""
+    cpu = cpu_model()
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else cpu
     return {"torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "cpu": cpu, "device": device, "device_name": name}
+            "threads": threads or torch.get_num_threads(), "cpu": cpu, "device": device, "device_name": name}
 
 
 class Evaluation:
@@ -124,11 +120,11 @@ class Evaluation:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise EvalFailure("setup", "bad_device", "--device cuda was requested but CUDA is not available")
         try:
-            self.precision, choice = resolve_precision(self.device, precision)
+            self.precision, self.threads, tuning = resolve(self.device, precision, self.threads)
         except ValueError as exc:
             raise EvalFailure("setup", "bad_precision", str(exc)) from exc
-        self.result.update(precision=self.precision, precision_choice=choice, device=self.device,
-                           environment=environment(self.device))
+        self.result.update(precision=self.precision, tuning=tuning, device=self.device,
+                           environment=environment(self.device, self.threads))
 
     def load_data(self) -> None:
         self.enter("data")

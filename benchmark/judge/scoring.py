@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..protocol import IDS_FILE, LOGIT_DTYPES, LOGITS_FILE, Message
-from ..xent import row_logsumexp
+from ..xent import CHUNK, row_logsumexp
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -130,7 +130,7 @@ def top1_hits(logits: torch.Tensor, targets: torch.Tensor, picked: torch.Tensor,
 
 
 def score_batch(score: Score, windows: np.ndarray, logits: torch.Tensor, targets: torch.Tensor,
-                lse: torch.Tensor, top: torch.Tensor, chunk: int = 16) -> None:
+                lse: torch.Tensor, top: torch.Tensor, chunk: int = CHUNK) -> None:
     """Adds the cross-entropy and top-1 hits of each window of one batch (targets (n, T));
     `lse` and `top` (the row maximum) as :func:`log_probs` gives them."""
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float()  # (n, T)
@@ -141,9 +141,3 @@ def score_batch(score: Score, windows: np.ndarray, logits: torch.Tensor, targets
     score.loss[windows] = losses.numpy()
     score.correct[windows] = top1_hits(logits, targets, picked, top, chunk).numpy()
     score.tokens[windows] = targets.shape[1]
-
-
-def summary(logits: torch.Tensor, lse: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of (n, T, V) logits on `columns` (n, T, C): what the probes compare.
-    Normalised, so a constant added to a position's logits changes nothing."""
-    return logits.gather(-1, columns).float() - lse.unsqueeze(-1)

@@ -1,0 +1,196 @@
+"""How an evaluation runs on the machine it runs on: its precision and its workers' threads,
+chosen by measurement.
+
+Precision. bf16 autocast is not faster on every CPU: reported on a Sapphire Rapids Xeon (AMX), a
+training step of the reference was no faster in bf16 (ratio 1.03), and a CPU without native bf16
+emulates it: 13x slower than fp32 on this project's AMD EPYC (the step below, measured). So on a
+CPU "auto" (the spec's default) picks bf16 only where the CPU supports it and a training step
+shaped like the reference's is at least ``MIN_SPEEDUP`` faster in bf16. On CUDA "auto" is bf16
+where the GPU supports it.
+
+Threads. A model 128 wide gains nothing from dozens of threads, and their synchronisation can
+cost more than they add, so the workers run with the fewest threads (1, 2, 4, ... up to the
+judge's own count, which OMP_NUM_THREADS caps) whose fp32 step is within ``THREAD_TOLERANCE`` of
+the fastest, unless the caller fixes the count.
+
+Both are measured once per machine (CPU model, torch version, thread cap) and kept in
+PLASA_CACHE_DIR/tuning/; the result records the choice and the measurement behind it
+(``precision``, ``tuning``). Runs in the judge's process on synthetic tensors: no candidate code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..fsutil import atomic_write, cache_dir, locked
+from ..spec import SPEC
+
+PRECISIONS = ("auto", "bf16", "fp32")
+MIN_SPEEDUP = 1.10       # bf16 is chosen when its step takes at most 1/1.10 of fp32's
+THREAD_TOLERANCE = 1.05  # the fewest threads within 5% of the fastest count
+STEPS, WARMUP = 6, 2
+
+
+def bf16_supported(device: str) -> bool:
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return (torch.backends.mkldnn.is_available()
+            and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+
+
+def reference_step_s(precision: str, tokens: int = SPEC.batch_size * SPEC.seq_len,
+                     seq_len: int = SPEC.seq_len, hidden: int = SPEC.hidden_size,
+                     vocab: int = SPEC.vocab_size, layers: int = SPEC.n_layers,
+                     steps: int = STEPS) -> float:
+    """Median seconds of a forward + backward + AdamW step shaped like the reference's (per layer
+    a fused qkv, causal attention and an output projection, a SwiGLU of width 4x, norms; an
+    untied output head over the whole vocabulary and an fp32 cross-entropy) in `precision` on
+    this CPU with the current torch threads."""
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.nn.Embedding(vocab, hidden)
+    blocks = torch.nn.ModuleList(torch.nn.ModuleDict({
+        "qkv": torch.nn.Linear(hidden, 3 * hidden, bias=False),
+        "out": torch.nn.Linear(hidden, hidden, bias=False),
+        "up": torch.nn.Linear(hidden, 8 * hidden, bias=False),
+        "down": torch.nn.Linear(4 * hidden, hidden, bias=False)}) for _ in range(layers))
+    head = torch.nn.Linear(hidden, vocab, bias=False)
+    params = [*emb.parameters(), *blocks.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    heads = max(1, hidden // 32)
+    ids = torch.randint(0, vocab, (tokens + 1,), generator=gen)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else torch.autocast("cpu", enabled=False))
+    times = []
+    for i in range(WARMUP + steps):
+        t0 = time.perf_counter()
+        with autocast:
+            x = emb(ids[:-1]).view(-1, seq_len, hidden)
+            for block in blocks:
+                h = F.rms_norm(x, (hidden,))
+                q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2)
+                           for t in block["qkv"](h).chunk(3, -1))
+                att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                x = x + block["out"](att.transpose(1, 2).flatten(-2))
+                gate, up = block["up"](F.rms_norm(x, (hidden,))).chunk(2, -1)
+                x = x + block["down"](F.silu(gate) * up)
+            logits = head(F.rms_norm(x, (hidden,)))
+        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= WARMUP:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cpu_model() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return cpu
+
+
+def _machine_key() -> str:
+    key = json.dumps([cpu_model(), torch.__version__, torch.get_num_threads(), MIN_SPEEDUP, THREAD_TOLERANCE, STEPS])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def thread_counts(cap: int) -> list:
+    """1, 2, 4, ... below `cap`, and `cap`."""
+    counts, n = [], 1
+    while n < cap:
+        counts.append(n)
+        n *= 2
+    return counts + [max(1, cap)]
+
+
+def measure_machine(measure: Optional[Callable[[str], float]] = None, bf16: bool = False) -> dict:
+    """The fp32 step at each thread count, the fewest threads near the fastest, and (where the CPU
+    supports bf16) fp32 against bf16 at that count: {"threads", "step_ms_by_threads",
+    "fp32_step_ms", "bf16_step_ms", "speedup", "precision"}."""
+    measure = measure or reference_step_s
+    cap = torch.get_num_threads()
+    by_threads = {}
+    try:
+        for n in thread_counts(cap):
+            torch.set_num_threads(n)
+            by_threads[n] = measure("fp32") if cap > 1 else None
+        fastest = min((t for t in by_threads.values() if t is not None), default=None)
+        threads = (min(n for n, t in by_threads.items() if t is not None and t <= THREAD_TOLERANCE * fastest)
+                   if fastest is not None else cap)
+        torch.set_num_threads(threads)
+        fp32 = by_threads[threads] if by_threads[threads] is not None else (measure("fp32") if bf16 else None)
+        bf16_s = measure("bf16") if bf16 else None
+    finally:
+        torch.set_num_threads(cap)
+    speedup = fp32 / bf16_s if bf16_s else None
+    ms = (lambda s: round(1000 * s, 2) if s is not None else None)  # noqa: E731
+    return {"threads": threads, "step_ms_by_threads": {str(n): ms(t) for n, t in by_threads.items()},
+            "fp32_step_ms": ms(fp32), "bf16_step_ms": ms(bf16_s),
+            "speedup": round(speedup, 3) if speedup else None,
+            "precision": "bf16" if speedup and speedup >= MIN_SPEEDUP else "fp32"}
+
+
+def machine_profile(bf16: bool, measure: Optional[Callable[[str], float]] = None) -> dict:
+    """:func:`measure_machine`, from PLASA_CACHE_DIR/tuning/ when this machine, torch and thread
+    cap were measured before (with bf16 where `bf16` asks for it)."""
+    path = cache_dir() / "tuning" / f"{_machine_key()}-{'bf16' if bf16 else 'fp32'}.json"
+
+    def cached() -> Optional[dict]:
+        try:
+            profile = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        ok = profile.get("precision") in ("bf16", "fp32") and isinstance(profile.get("threads"), int)
+        return profile if ok else None
+
+    if (profile := cached()) is not None:
+        return profile
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(path.parent, os.W_OK)
+    except OSError:
+        writable = False                          # an unwritable cache: measure every time
+    # evaluations starting together measure once
+    with locked(path.with_suffix(".lock")) if writable else contextlib.nullcontext():
+        if (profile := cached()) is not None:
+            return profile
+        profile = measure_machine(measure, bf16)
+        try:
+            atomic_write(path, json.dumps(profile).encode())
+        except OSError:
+            pass
+    return profile
+
+
+def resolve(device: str, precision: Optional[str], threads: Optional[int]) -> tuple:
+    """(precision, worker threads or None for torch's default, what it rests on). "fp32" is
+    fp32; "bf16" is bf16 where the device supports it; "auto" (or None) as the module says.
+    `threads` given by the caller is kept as it is."""
+    requested = precision or SPEC.precision
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
+    why = {"requested_precision": requested, "requested_threads": threads}
+    supported = requested != "fp32" and bf16_supported(device)
+    if requested != "fp32":
+        why["bf16_supported"] = supported
+    fixed = "bf16" if supported and (requested == "bf16" or device.startswith("cuda")) else None
+    if device.startswith("cuda") or (threads and (fixed or not supported)):
+        return fixed or "fp32", threads, why
+    profile = machine_profile(bf16=supported and fixed is None)
+    why.update(profile)
+    chosen = fixed or (profile["precision"] if supported else "fp32")
+    return chosen, threads or profile["threads"], why

@@ -1,0 +1,101 @@
+"""How an evaluation runs on its machine: bf16 only where supported and, on a CPU under "auto",
+measured faster; the workers' threads the fewest near the fastest; measured once per machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.judge import tuning
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("PLASA_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def threads():
+    """Restores torch's thread count after a test that sets it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def fake(fp32_by_threads: dict, bf16_s: float, calls: list):
+    """A step time that depends on the precision and on torch's current thread count."""
+    def measure(precision):
+        n = torch.get_num_threads()
+        calls.append((precision, n))
+        return fp32_by_threads[n] if precision == "fp32" else bf16_s
+    return measure
+
+
+def test_thread_counts_double_up_to_the_cap():
+    assert tuning.thread_counts(1) == [1]
+    assert tuning.thread_counts(2) == [1, 2]
+    assert tuning.thread_counts(6) == [1, 2, 4, 6]
+    assert tuning.thread_counts(8) == [1, 2, 4, 8]
+
+
+def test_the_fewest_threads_within_tolerance_of_the_fastest(threads):
+    torch.set_num_threads(8)
+    calls = []
+    profile = tuning.measure_machine(fake({1: 0.40, 2: 0.21, 4: 0.20, 8: 0.30}, 0.1, calls), bf16=False)
+    assert profile["threads"] == 2 and profile["precision"] == "fp32"
+    assert profile["step_ms_by_threads"] == {"1": 400.0, "2": 210.0, "4": 200.0, "8": 300.0}
+    assert torch.get_num_threads() == 8   # the judge's own count is left as it was
+
+
+@pytest.mark.parametrize("bf16_s, chose", [(0.10, "bf16"), (0.194, "fp32"), (0.60, "fp32")])
+def test_bf16_only_where_it_measures_faster_at_the_chosen_threads(threads, bf16_s, chose):
+    torch.set_num_threads(2)
+    calls = []
+    profile = tuning.measure_machine(fake({1: 0.5, 2: 0.2}, bf16_s, calls), bf16=True)
+    assert profile["precision"] == chose and profile["threads"] == 2
+    assert profile["speedup"] == pytest.approx(0.2 / bf16_s, abs=1e-3)
+    assert ("bf16", 2) in calls
+
+
+def test_one_thread_is_not_measured(threads):
+    torch.set_num_threads(1)
+    profile = tuning.measure_machine(lambda p: pytest.fail("nothing to choose"), bf16=False)
+    assert profile["threads"] == 1 and profile["precision"] == "fp32"
+
+
+def test_the_profile_is_measured_once_per_machine(cache, threads):
+    torch.set_num_threads(2)
+    calls = []
+    first = tuning.machine_profile(False, fake({1: 0.5, 2: 0.2}, 0.1, calls))
+    again = tuning.machine_profile(False, fake({1: 0.1, 2: 0.9}, 0.1, calls))   # from the cache
+    assert first == again and first["threads"] == 2 and len(calls) == 2
+    assert len(list((cache / "tuning").glob("*.json"))) == 1
+
+
+def test_resolve(monkeypatch, cache, threads):
+    torch.set_num_threads(2)
+    calls = []
+    monkeypatch.setattr(tuning, "reference_step_s", fake({1: 0.5, 2: 0.2}, 0.1, calls))
+    monkeypatch.setattr(tuning, "bf16_supported", lambda device: False)
+    assert tuning.resolve("cpu", "fp32", 3)[:2] == ("fp32", 3) and not calls     # all fixed: no measuring
+    assert tuning.resolve("cpu", "bf16", 3)[:2] == ("fp32", 3) and not calls     # bf16 unsupported
+    used, n, why = tuning.resolve("cpu", None, None)                             # None: "auto"
+    assert (used, n) == ("fp32", 2) and why["requested_precision"] == "auto"
+    assert why["bf16_supported"] is False and why["step_ms_by_threads"] == {"1": 500.0, "2": 200.0}
+    monkeypatch.setattr(tuning, "bf16_supported", lambda device: True)
+    assert tuning.resolve("cpu", "bf16", None)[:2] == ("bf16", 2)                # asked for, supported
+    assert tuning.resolve("cpu", "auto", None)[:2] == ("bf16", 2)                 # 2x faster measured
+    assert tuning.resolve("cuda", "auto", None)[:2] == ("bf16", None)            # a GPU: not measured
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="expected one of auto, bf16, fp32"):
+        tuning.resolve("cpu", "fp16", None)
+
+
+@pytest.mark.parametrize("p", ["fp32", "bf16"])
+def test_the_reference_shaped_step_runs(p):
+    """The real measurement, at a small size: forward, backward and an optimizer step."""
+    seconds = tuning.reference_step_s(p, tokens=2 * 16, seq_len=16, hidden=64, vocab=500, layers=1, steps=1)
+    assert 0 < seconds < 30
