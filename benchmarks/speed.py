@@ -17,6 +17,9 @@ Prints (and with --output writes as JSON):
   judge design adds to an evaluation (second process + hand-over copies + hidden probe batches +
   replay), judge_extra_fraction that over the official evaluation's estimated wall time.
 
+  and a table of each stage's seconds and share of the official evaluation, projected from the
+  judged run (also for a saved run: --report speed.json).
+
     python benchmarks/speed.py [--steps 150] [--eval-steps 100] [--precision auto|bf16|fp32] [--output speed.json]
 """
 
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmark.data import eval_windows, load_benchmark_data, train_windows  # noqa: E402
 from benchmark.judge import probes  # noqa: E402
 from benchmark.judge.runner import evaluate_file  # noqa: E402
-from benchmark.judge.precision import resolve_precision  # noqa: E402
+from benchmark.judge.tuning import resolve  # noqa: E402
 from benchmark.spec import SPEC  # noqa: E402
 from benchmark.worker import guard  # noqa: E402  (captured before any candidate import)
 from benchmark.worker.candidate import import_candidate, split_output  # noqa: E402
@@ -188,16 +191,46 @@ def judge_report(eval_steps: int, precision: str, step_ms_measured: float, n_win
             "validation_fraction": t["validation_s"] / official_s}
 
 
+def stage_shares(report: dict) -> dict:
+    """Seconds and share of each stage of the projected official evaluation: the judged run's
+    stages with the official steps beyond its own at the measured median step (as
+    official_estimate_s); "start-up" is the rest of the run's wall time (processes, imports, the
+    judge's state and worker start)."""
+    train = report["judge_train_s"] + (SPEC.steps - report["judge_eval_steps"]) * report["step_ms"] / 1000
+    forward = report["judge_validation_s"] - report["judge_judge_scoring_s"]
+    stages = {"data": report["judge_data_s"], "build": report["judge_build_s"], "train": train,
+              "probes": report["judge_probes_s"], "second process": report["judge_second_process_s"],
+              "validation forward + hand-over": forward, "judge scoring": report["judge_judge_scoring_s"]}
+    known = sum(stages.values()) - train + report["judge_train_s"]
+    stages = {"start-up": max(0.0, report["judge_wall_s"] - known), **stages}
+    total = sum(stages.values())
+    return {name: (seconds, seconds / total) for name, seconds in stages.items()}
+
+
+def print_shares(report: dict) -> None:
+    shares = stage_shares(report)
+    total = sum(s for s, _ in shares.values())
+    print(f"\nofficial evaluation ({SPEC.steps} steps), projected from the judged run:")
+    for name, (seconds, share) in shares.items():
+        print(f"{name:>32}: {seconds:7.1f} s  {100 * share:5.1f}%")
+    print(f"{'total':>32}: {total:7.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--eval-steps", type=int, default=100, help="steps of the judged evaluation")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--output")
+    parser.add_argument("--report", metavar="JSON", help="print the stage table of a saved run and exit")
     args = parser.parse_args()
+    if args.report:
+        print_shares(json.loads(Path(args.report).read_text()))
+        return
 
     tune_allocator()
-    precision, _ = resolve_precision("cpu", args.precision)
+    # the step at this process's threads (what an evaluation's workers get unless tuning picks fewer)
+    precision, _, _ = resolve("cpu", args.precision, torch.get_num_threads())
     rt = Runtime(torch.device("cpu"), precision)
     data = load_benchmark_data(SPEC)
     module = import_candidate(str(REPO / "initial_program.py"), "reference_candidate")
@@ -228,6 +261,7 @@ def main() -> None:
 
     for key, value in report.items():
         print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
+    print_shares(report)
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
 
