@@ -74,8 +74,9 @@ evaluator:
   # stands (from the cache, at no cost).
   cascade_evaluation: true
   cascade_thresholds: [{SPEC.stage1_pass_score:.10f}, {SPEC.stage1_pass_score:.10f}]
-  # CPU: one evaluation already uses every core (torch threads); run 1 per machine, or
-  # cores / threads-per-evaluation with OMP_NUM_THREADS set. GPU (PLASA_DEVICE=cuda): 1 per GPU.
+  # CPU: an evaluation's workers use the threads this machine's tuning measured best (every core
+  # of a small machine; a result's environment.threads): run 1 per machine, or cores / that many
+  # with OMP_NUM_THREADS set to it. GPU (PLASA_DEVICE=cuda): 1 per GPU.
   parallel_evaluations: 1
 """
 
