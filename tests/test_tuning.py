@@ -99,3 +99,34 @@ def test_the_reference_shaped_step_runs(p):
     """The real measurement, at a small size: forward, backward and an optimizer step."""
     seconds = tuning.reference_step_s(p, tokens=2 * 16, seq_len=16, hidden=64, vocab=500, layers=1, steps=1)
     assert 0 < seconds < 30
+
+
+@pytest.mark.parametrize("content", ["[]", "null", "1", '"x"', "{not json"])
+def test_a_corrupt_profile_is_measured_again_not_a_crash(cache, threads, content):
+    """Found in review: valid JSON that is not an object crashed the evaluation's set-up."""
+    torch.set_num_threads(2)
+    calls = []
+    tuning.machine_profile(False, fake({1: 0.5, 2: 0.2}, 0.1, calls))
+    for path in (cache / "tuning").glob("*.json"):
+        path.write_text(content)
+    assert tuning.machine_profile(False, fake({1: 0.5, 2: 0.2}, 0.1, calls))["threads"] == 2
+    assert len(calls) == 4
+
+
+def test_a_lock_that_cannot_be_opened_is_measured_unlocked(monkeypatch, cache, threads):
+    """Found in review: another user's lock file in a shared cache raised PermissionError."""
+    torch.set_num_threads(2)
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(tuning, "locked", refuse)
+    assert tuning.machine_profile(False, fake({1: 0.5, 2: 0.2}, 0.1, []))["threads"] == 2
+
+
+def test_the_result_records_what_the_run_uses(monkeypatch, cache, threads):
+    torch.set_num_threads(2)
+    monkeypatch.setattr(tuning, "reference_step_s", fake({1: 0.5, 2: 0.2}, 0.1, []))
+    monkeypatch.setattr(tuning, "bf16_supported", lambda device: True)
+    used, n, why = tuning.resolve("cpu", "auto", 3)          # the caller's threads win
+    assert (used, n) == ("bf16", 3) and (why["precision"], why["threads"]) == ("bf16", 3)
+    assert why["measured_threads"] == 2

@@ -26,7 +26,8 @@ import torch
 from . import budget, probes
 from .launch import WorkerGone, WorkerProcess
 from .tuning import cpu_model, resolve
-from .scoring import Exchange, Score, log_probs, matmul_flops_per_cpu_s, score_batch
+from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
+from ..xent import row_stats
 from .. import statefile
 from ..fsutil import remove_tree
 from ..data import DataError, eval_windows, load_benchmark_data, train_windows
@@ -428,24 +429,29 @@ class Evaluation:
         self.enter("validate")
         times, handover = [], 0.0
         heartbeat = spec.heartbeat_s
+        plan = recorder.plan
         t0 = time.perf_counter()
         for kind, rows, probe_ids in tqdm(batches, desc="validate", file=sys.stderr,
                                           disable=not self.progress, mininterval=1.0):
-            x = np.concatenate([self.val_x[rows], recorder.plan.probe_rows[probe_ids]])
+            x = np.concatenate([self.val_x[rows], plan.probe_rows[probe_ids]])
             t_batch = time.perf_counter()
             logits = self.forward(worker, exchange, x, "eval", self.precision, heartbeat_s=heartbeat)
             times.append(time.perf_counter() - t_batch)
             if len(times) >= 3:
                 heartbeat = max(spec.heartbeat_s, spec.heartbeat_factor * statistics.median(times))
             t_judge = time.perf_counter()
-            lse, top = log_probs(logits, spec.ce_chunk)
-            n = len(rows)  # the batch's windows first, then its probe rows
+            n = len(rows)  # the batch's windows first, then its probe rows (targets: their windows')
+            targets = torch.as_tensor(np.concatenate([self.val_y[rows], self.val_y[plan.row_window[probe_ids]]]))
+            stats = row_stats(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), plan.columns,
+                              spec.ce_chunk)
+            T = targets.shape[1]
+            # log-probabilities on the secret columns and the true next token, (rows, T, C + 1)
+            logp = stats.log_probs(torch.cat([stats.columns, stats.picked.unsqueeze(1)], 1)).view(len(x), T, -1)
             if n:
-                score_batch(score, rows, logits[:n], torch.as_tensor(self.val_y[rows]), lse[:n], top[:n],
-                            spec.ce_chunk)
-                recorder.record_real(step, rows, logits[:n], lse[:n])
+                score_batch(score, rows, stats.head(n * T), T)
+                recorder.record_real(step, rows, logp[:n])
             if len(probe_ids):
-                recorder.record_probe(step, probe_ids, logits[n:], lse[n:])
+                recorder.record_probe(step, probe_ids, logp[n:])
             handover += time.perf_counter() - t_judge
             step += 1
             if score.non_finite:

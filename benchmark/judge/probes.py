@@ -307,22 +307,18 @@ class HiddenRecorder:
         self.probe: dict = {}
         self.order: dict = {}   # window or probe row -> position in the run
 
-    def _columns(self, window: int) -> torch.Tensor:
-        T = self.val_y.shape[1]
-        secret = self.plan.columns.unsqueeze(0).expand(T, -1)
-        return torch.cat([secret, self.val_y[window].unsqueeze(-1)], dim=-1)  # (T, C + 1)
-
-    def record_real(self, step: int, windows: np.ndarray, logits: torch.Tensor, lse: torch.Tensor) -> None:
+    def record_real(self, step: int, windows: np.ndarray, logp: torch.Tensor) -> None:
+        """`logp` (n, T, C + 1): each window's log-probabilities on the secret columns and, last,
+        on its true next token."""
         for row, w in enumerate(windows):
             if int(w) in self.plan.wanted:
-                cols = self._columns(int(w))
-                self.real[int(w)] = logits[row].gather(-1, cols).float() - lse[row].unsqueeze(-1)
+                self.real[int(w)] = logp[row].float()
                 self.order[("real", int(w))] = step
 
-    def record_probe(self, step: int, probe_ids: np.ndarray, logits: torch.Tensor, lse: torch.Tensor) -> None:
+    def record_probe(self, step: int, probe_ids: np.ndarray, logp: torch.Tensor) -> None:
+        """As record_real, for probe rows (the true next token of the window each copies)."""
         for row, i in enumerate(probe_ids):
-            cols = self._columns(int(self.plan.row_window[i]))
-            self.probe[int(i)] = logits[row].gather(-1, cols).float() - lse[row].unsqueeze(-1)
+            self.probe[int(i)] = logp[row].float()
             self.order[("probe", int(i))] = step
 
     def checks(self, tol: float, gain_tol: float) -> list:

@@ -1,8 +1,9 @@
 """The judge's arithmetic on the logits a worker hands over: loss, accuracy, log-probabilities.
 
 Runs in the judge's process, which never imports a candidate. Logits arrive in a file the worker
-wrote (:data:`benchmark.protocol.LOGITS_FILE`), mapped here without a copy; every number that
-defines the score is computed from them here, in fp32 chunks accumulated in float64.
+wrote (:data:`benchmark.protocol.LOGITS_FILE`), mapped here; every number that defines the score
+is computed from them here (:mod:`benchmark.xent`: each row block copied once, fp32 blocks,
+float64 sums).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ..protocol import IDS_FILE, LOGIT_DTYPES, LOGITS_FILE, Message
-from ..xent import CHUNK, row_logsumexp
+from ..xent import RowStats
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -108,36 +109,13 @@ class Score:
         return bool((self.tokens > 0).all())
 
 
-def log_probs(logits: torch.Tensor, chunk: int) -> tuple:
-    """(log-sum-exp (n, T), row maximum (n, T)) of (n, T, V) logits, `chunk` rows at a time
-    (:func:`benchmark.xent.row_logsumexp`)."""
-    lse, top = row_logsumexp(logits.reshape(-1, logits.shape[-1]), chunk)
-    return lse.view(logits.shape[:-1]), top.view(logits.shape[:-1])
-
-
-def top1_hits(logits: torch.Tensor, targets: torch.Tensor, picked: torch.Tensor, top: torch.Tensor,
-              chunk: int) -> torch.Tensor:
-    """Per row of (n, T, V) logits, how many positions have argmax == target (the first maximum,
-    as torch.argmax). Only positions whose target logit equals the row maximum can count: the
-    argmax is computed for those alone (a tie elsewhere in the row makes it another column)."""
-    flat, goal = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-    candidates = torch.nonzero(picked.reshape(-1) == top.reshape(-1)).squeeze(-1)
-    hit = torch.zeros(flat.shape[0], dtype=torch.bool)
-    for start in range(0, len(candidates), chunk):
-        idx = candidates[start:start + chunk]
-        hit[idx] = flat[idx].argmax(-1) == goal[idx]
-    return hit.view(targets.shape).sum(-1)
-
-
-def score_batch(score: Score, windows: np.ndarray, logits: torch.Tensor, targets: torch.Tensor,
-                lse: torch.Tensor, top: torch.Tensor, chunk: int = CHUNK) -> None:
-    """Adds the cross-entropy and top-1 hits of each window of one batch (targets (n, T));
-    `lse` and `top` (the row maximum) as :func:`log_probs` gives them."""
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float()  # (n, T)
-    losses = (lse - picked).double().sum(-1)                                # (n,)
+def score_batch(score: Score, windows: np.ndarray, stats: RowStats, seq_len: int) -> None:
+    """Adds the cross-entropy and top-1 hits of each window of one batch from its rows'
+    :class:`~benchmark.xent.RowStats` (windows x seq_len rows, in window order)."""
+    losses = stats.nll().view(len(windows), seq_len).sum(-1)    # (n,) float64
     if not bool(torch.isfinite(losses).all()):
         score.non_finite = True
         return
     score.loss[windows] = losses.numpy()
-    score.correct[windows] = top1_hits(logits, targets, picked, top, chunk).numpy()
-    score.tokens[windows] = targets.shape[1]
+    score.correct[windows] = stats.hit.view(len(windows), seq_len).sum(-1).numpy()
+    score.tokens[windows] = seq_len

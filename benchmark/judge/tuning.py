@@ -20,7 +20,6 @@ PLASA_CACHE_DIR/tuning/; the result records the choice and the measurement behin
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -154,7 +153,7 @@ def machine_profile(bf16: bool, measure: Optional[Callable[[str], float]] = None
             profile = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        ok = profile.get("precision") in ("bf16", "fp32") and isinstance(profile.get("threads"), int)
+        ok = isinstance(profile, dict) and profile.get("precision") in ("bf16", "fp32") and isinstance(profile.get("threads"), int)
         return profile if ok else None
 
     if (profile := cached()) is not None:
@@ -164,16 +163,20 @@ def machine_profile(bf16: bool, measure: Optional[Callable[[str], float]] = None
         writable = os.access(path.parent, os.W_OK)
     except OSError:
         writable = False                          # an unwritable cache: measure every time
-    # evaluations starting together measure once
-    with locked(path.with_suffix(".lock")) if writable else contextlib.nullcontext():
-        if (profile := cached()) is not None:
-            return profile
-        profile = measure_machine(measure, bf16)
-        try:
-            atomic_write(path, json.dumps(profile).encode())
+    if writable:
+        try:  # evaluations starting together measure once
+            with locked(path.with_suffix(".lock")):
+                if (profile := cached()) is not None:
+                    return profile
+                profile = measure_machine(measure, bf16)
+                try:
+                    atomic_write(path, json.dumps(profile).encode())
+                except OSError:
+                    pass
+                return profile
         except OSError:
-            pass
-    return profile
+            pass  # a lock or profile file we may not write (another user's): measure unlocked
+    return measure_machine(measure, bf16)
 
 
 def resolve(device: str, precision: Optional[str], threads: Optional[int]) -> tuple:
@@ -191,6 +194,7 @@ def resolve(device: str, precision: Optional[str], threads: Optional[int]) -> tu
     if device.startswith("cuda") or (threads and (fixed or not supported)):
         return fixed or "fp32", threads, why
     profile = machine_profile(bf16=supported and fixed is None)
-    why.update(profile)
-    chosen = fixed or (profile["precision"] if supported else "fp32")
-    return chosen, threads or profile["threads"], why
+    why.update(profile, measured_precision=profile["precision"], measured_threads=profile["threads"])
+    chosen, workers = fixed or (profile["precision"] if supported else "fp32"), threads or profile["threads"]
+    why.update(precision=chosen, threads=workers)  # what the run uses (a caller's choice wins)
+    return chosen, workers, why
