@@ -154,6 +154,30 @@ def folder_usage(path: Path, max_entries: int = MAX_FOLDER_ENTRIES) -> tuple:
     return blocks * 512 / 2**20, entries
 
 
+# Where compilers and caches write inside a worker's folder (the only place it may write): torch.compile's
+# inductor and Triton caches, the CUDA JIT cache, and every temp file (TMPDIR), never /tmp or ~.
+SCRATCH = {"TMPDIR": "tmp", "TORCHINDUCTOR_CACHE_DIR": "cache/inductor", "TRITON_CACHE_DIR": "cache/triton",
+           "CUDA_CACHE_PATH": "cache/nv", "XDG_CACHE_HOME": "cache", "HOME": "."}
+
+
+def worker_env(workdir: Path, threads: Optional[int] = None, extra: Optional[dict] = None) -> dict:
+    """The environment of a worker in `workdir`: the judge's, without the data paths, with its
+    scratch folders (:data:`SCRATCH`, created here) private to it. Compiled code and caches stay
+    in the worker's folder, so they die with it and carry nothing to the next worker."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    for key in ("PLASA_DATA_DIR", "PLASA_TOKENIZER_DIR", "PLASA_CACHE_DIR", "PLASA_OVERRIDES"):
+        env.pop(key, None)  # a worker has no business knowing where the data lives
+    for key, sub in SCRATCH.items():
+        folder = Path(workdir) / sub
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env[key] = str(folder)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    env.update(extra or {})
+    return env
+
+
 class _LogReader(threading.Thread):
     """Drains the worker's stdout+stderr: echoed, and kept as a bounded tail for feedback."""
 
@@ -180,7 +204,8 @@ class WorkerProcess:
     code, only when :meth:`start` sends its request."""
 
     def __init__(self, workdir: Path, deadline: float, memory_limit_mb: int,
-                 threads: Optional[int] = None, echo=None, isolate: bool = True) -> None:
+                 threads: Optional[int] = None, echo=None, isolate: bool = True,
+                 extra_env: Optional[dict] = None) -> None:
         self.deadline, self.memory_limit_mb, self.workdir = deadline, memory_limit_mb, workdir
         self.started = False
         self.tracked: dict = {}
@@ -189,12 +214,7 @@ class WorkerProcess:
         self.killed: Optional[tuple] = None
         self.peak_rss_mb = 0.0
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(
-            [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-        for key in ("PLASA_DATA_DIR", "PLASA_TOKENIZER_DIR", "PLASA_CACHE_DIR", "PLASA_OVERRIDES"):
-            env.pop(key, None)  # a worker has no business knowing where the data lives
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
+        env = worker_env(workdir, threads, extra_env)
         prefix, self.isolation = isolation() if isolate else ((), "no namespaces (disabled)")
         self.proc = subprocess.Popen(
             list(prefix) + [sys.executable, "-m", "benchmark.worker", str(write_fd)], cwd=str(workdir), env=env,

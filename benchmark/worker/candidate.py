@@ -12,6 +12,7 @@ ignored. Named tuples are read by field name, never by position.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import traceback
 from types import ModuleType
@@ -39,6 +40,28 @@ def raised_in_candidate(exc: BaseException, path: str) -> bool:
         tb = tb.tb_next
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and raised_in_candidate(cause, path)
+
+
+# torch.compile runs a candidate's code inside these packages (a failure there often has no frame of
+# the candidate file in its traceback: dynamo raises before the compiled frame runs).
+COMPILER_PACKAGES = ("torch._dynamo", "torch._inductor", "torch._functorch", "torch._higher_order_ops")
+_COMPILER_PATHS = tuple(os.sep + os.path.join("torch", p.split(".", 1)[1]) + os.sep for p in COMPILER_PACKAGES)
+
+
+def compile_failure(exc: BaseException) -> bool:
+    """True when `exc` (or an exception in its chain) comes from torch.compile's machinery."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__module__.startswith(COMPILER_PACKAGES):
+            return True
+        tb = exc.__traceback__
+        while tb is not None:
+            if any(part in tb.tb_frame.f_code.co_filename for part in _COMPILER_PATHS):
+                return True
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def import_candidate(path: str, module_name: str = "candidate") -> ModuleType:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import guard, sandbox
-from .candidate import build, import_candidate, raised_in_candidate, tail_traceback
+from .candidate import build, compile_failure, import_candidate, raised_in_candidate, tail_traceback
 from .train import Runtime, forward_logits, make_optimizer, train
 from .. import statefile
 from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, Message, Op, ProtocolError, WorkerRequest
@@ -72,11 +72,16 @@ class Worker:
             self.send(Message("failure", stage=exc.stage if exc.stage != "forward" else self.stage,
                               error_type=exc.error_type, error=exc.message))
         except BaseException as exc:  # noqa: BLE001 - any exception becomes a failure message
-            ours = not raised_in_candidate(exc, self.request.candidate)
+            compiled = compile_failure(exc)
+            ours = not compiled and not raised_in_candidate(exc, self.request.candidate)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            what = (f"torch.compile failed during {self.stage}: {type(exc).__name__}: {first} (fix what the "
+                    "compiler reports below, or compile less: a submodule, fullgraph=False; the model must "
+                    f"also run uncompiled)\n{str(exc)[:3000]}" if compiled
+                    else f"{type(exc).__name__} during {self.stage}: {exc}")
             self.send(Message("failure", stage=self.stage,
                               error_type="evaluator_error" if ours else "runtime_error",
-                              error=f"{type(exc).__name__} during {self.stage}: {exc}",
-                              traceback=tail_traceback(exc)))
+                              error=what, traceback=tail_traceback(exc)))
 
     def setup(self) -> None:
         request = self.request
