@@ -26,7 +26,7 @@ IDS_FILE = "ids.bin"          # int64 (rows, T): the batch the judge asks for
 LOGITS_FILE = "logits.bin"    # (rows, T, V) float32 or bfloat16: the worker's answer
 STATE_FILE = "state.bin"      # the trained parameters and buffers
 ROLES = ("train", "score")
-OPS = ("forward", "count", "train", "batch", "save", "exit")
+OPS = ("forward", "count", "trial", "train", "batch", "save", "exit")
 MODES = ("eval", "train")
 LOGIT_DTYPES = {"float32": 4, "bfloat16": 2}
 
@@ -84,6 +84,8 @@ class Op:
              to LOGITS_FILE; with ``dropout_seed`` the torch RNG is forked and seeded first (so a
              train-mode pass repeats its dropout masks exactly)
     count    FLOPs of one eval-mode forward of the first row of IDS_FILE (FlopCounterMode)
+    trial    FLOPs of one counted training step on ``tokens`` (batch, T + 1), with a fresh optimizer,
+             before training; the model's state is restored exactly afterwards
     train    the evaluator's training loop, ``steps`` optimizer steps (a ``step`` message each)
     batch    the next training batch: ``tokens``, (batch, T + 1) token ids; sent during ``train``;
              with ``count`` the step runs under FlopCounterMode (the judge picks it in secret)
@@ -109,9 +111,9 @@ class Op:
         op = _strict(cls, json.loads(text))
         if op.op not in OPS or op.mode not in MODES:
             raise ProtocolError(f"bad op {op}")
-        if op.op == "batch" and not (isinstance(op.tokens, list) and op.tokens and all(
+        if op.op in ("batch", "trial") and not (isinstance(op.tokens, list) and op.tokens and all(
                 isinstance(row, list) and row and all(type(t) is int for t in row) for row in op.tokens)):
-            raise ProtocolError("a batch op needs tokens: a non-empty list of lists of ints")
+            raise ProtocolError(f"a {op.op} op needs tokens: a non-empty list of lists of ints")
         return op
 
 
@@ -122,7 +124,7 @@ class Message:
     hello    the worker started (``sandbox``: what restricts it)
     built    the model is built (and, for the score role, its state loaded): ``layer_top_k``
     out      the answer to forward op ``id``: logits of ``shape`` and ``dtype`` are in LOGITS_FILE
-    flops    the answer to count: ``flops`` of the counted forward
+    flops    the answer to count or trial: ``flops`` of the counted forward or training step
     step     training step ``step`` done (``loss``, and on the counted step ``flops``: its FLOPs)
     trained  the training loop ended after ``step`` steps
     saved    STATE_FILE is written

@@ -105,6 +105,13 @@ class Spec:
     # CPU-second on one thread): "far beyond what its counted FLOPs allow" (the reference runs
     # near 0.35 on the 2-core CPU here, so this allows about 9x its CPU time per FLOP).
     min_cpu_efficiency: float = 0.04
+    # Budget verdicts come early: one secret counted step lies in the first `early_count_fraction`
+    # of the steps (later ones in each half of the rest), and a counted step over the FLOP budget
+    # stops the run at once. After `early_cpu_steps` steps, a step costing over `early_cpu_margin`
+    # times the CPU allowed above stops it too (the final cpu_budget verdict keeps margin 1).
+    early_count_fraction: float = 0.01
+    early_cpu_steps: int = 20
+    early_cpu_margin: float = 2.0
 
     # Reject a declared layer_top_k with one k in every layer (the progressive principle). Off only
     # for baselines and experiments (dense, uniform sparse), whose results are then unofficial.

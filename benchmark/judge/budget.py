@@ -127,14 +127,16 @@ def flops_check(step_flops: int, spec) -> dict:
                  if step_flops else "the training step's FLOPs were not reported")
 
 
-def cpu_check(cpu_s_per_step: float, step_flops: int, rate: float, spec) -> dict:
-    """The training step's CPU time, read from outside the worker, against its counted FLOPs."""
+def cpu_check(cpu_s_per_step: float, step_flops: int, rate: float, spec, margin: float = 1.0,
+              steps: str = "") -> dict:
+    """The training step's CPU time, read from outside the worker, against its counted FLOPs
+    (`margin` times the allowance: the early verdict over the first steps; `steps` names them)."""
     counted = max(step_flops or 0, spec.reference_step_flops)
-    allowed = counted / (rate * spec.min_cpu_efficiency)
+    allowed = margin * counted / (rate * spec.min_cpu_efficiency)
     ratio = cpu_s_per_step / allowed if allowed else float("inf")
-    detail = (f"{1000 * cpu_s_per_step:.0f} ms of CPU per training step; {1000 * allowed:.0f} ms allowed for "
+    detail = (f"{1000 * cpu_s_per_step:.0f} ms of CPU per training step{steps}; {1000 * allowed:.0f} ms allowed for "
               f"{counted / 1e9:.1f} GFLOPs at {spec.min_cpu_efficiency:g} of this machine's measured "
-              f"{rate / 1e9:.0f} GFLOP per CPU-second")
+              f"{rate / 1e9:.0f} GFLOP per CPU-second" + (f", x{margin:g} this early" if margin != 1 else ""))
     if ratio <= 1:
         return check("cpu_budget", True, detail)
     return check("cpu_budget", False, detail + ": the step does far more work than its counted FLOPs "

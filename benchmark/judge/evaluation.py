@@ -221,6 +221,12 @@ class Evaluation:
                 worker.send(Op("count"))
                 flops = self.expect(worker, "flops").flops
                 self.result["params"] = {"flops_per_token": flops // spec.seq_len if flops else None}
+                worker.send(Op("trial", tokens=self.windows[0].tolist()))
+                trial = self.expect(worker, "flops").flops
+                self.result["params"]["trial_step_flops"] = trial
+                if not spec.experiment:  # a model over the budget stops here, not after training
+                    self.verdict_now(budget.flops_check(trial, spec), " (a trial step before training)")
+                    self.state_verdicts(self.saved_state(worker), " (before training)")
                 self.direct_probes(worker, exchange, "untrained")
                 step_flops, cpu_per_step = self.train(worker)
                 self.direct_probes(worker, exchange, "trained")
@@ -229,20 +235,13 @@ class Evaluation:
                 self.replay_x = replay.x
                 self.replay_ref = probes.full_log_probs(
                     self.forward(worker, exchange, replay.x, "eval", self.precision))
-                self.enter("save")
-                worker.send(Op("save"))
-                self.expect(worker, "saved")
+                state = self.saved_state(worker)
             finally:
                 self.peak_rss_mb = worker.peak_rss_mb
                 exchange.close()
+        remove_tree(self.run_dir / "train")  # nothing else crosses over
         self.enter("budget")
         t0 = time.perf_counter()
-        max_bytes = 8 * int(spec.reference_params * spec.max_params_ratio) * 4
-        try:
-            state = statefile.read(self.run_dir / "train" / STATE_FILE, max_bytes)
-        except statefile.StateFileError as exc:
-            raise EvalFailure("budget", "state_error", f"the trained state dict is unusable: {exc}") from exc
-        remove_tree(self.run_dir / "train")  # nothing else crosses over
         counts = budget.parameter_counts(state, spec.vocab_size)
         self.result["params"].update(counts, step_flops=step_flops)
         self.result["param_count"] = counts["total"]
@@ -255,6 +254,29 @@ class Evaluation:
             budget.raise_on_failure("budget", verdicts)
         self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
         return state
+
+    def saved_state(self, worker: WorkerProcess) -> dict:
+        """The training worker's state dict, as it writes it now (read once, every offset checked)."""
+        stage, spec = self.stage, self.spec
+        self.enter("save")
+        worker.send(Op("save"))
+        self.expect(worker, "saved")
+        self.enter(stage)
+        max_bytes = 8 * int(spec.reference_params * spec.max_params_ratio) * 4
+        try:
+            return statefile.read(self.run_dir / "train" / STATE_FILE, max_bytes)
+        except statefile.StateFileError as exc:
+            raise EvalFailure("budget", "state_error", f"the model's state dict is unusable: {exc}") from exc
+
+    def state_verdicts(self, state: dict, when: str) -> None:
+        """The size and structure rules on the untrained model's state: a failure stops the run
+        before training (the trained state is judged again by the same rules)."""
+        t0 = time.perf_counter()
+        verdicts = budget.structure_checks(state, self.result["layer_top_k"], self.spec)
+        verdicts.append(budget.param_check(budget.parameter_counts(state, self.spec.vocab_size), self.spec))
+        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
+        for verdict in verdicts:
+            self.verdict_now(verdict, when)
 
     def direct_probes(self, worker: WorkerProcess, exchange: Exchange, prefix: str) -> None:
         """fp32 causality (eval and train mode) and batch independence on training text."""
@@ -285,17 +307,19 @@ class Evaluation:
         budget.raise_on_failure("probe", results)
 
     def train(self, worker: WorkerProcess) -> tuple:
-        """Runs the training loop; returns (the counted step's FLOPs, CPU seconds per step after
-        step 0, the counted step left out)."""
+        """Runs the training loop; returns (the largest counted step's FLOPs, CPU seconds per step
+        after step 0, the counted steps left out). A counted step over the FLOP budget, or the
+        first steps far over the CPU budget, stop the run there (README "Rules")."""
         self.enter("train")
         spec = self.spec
         n_steps = len(self.windows)
-        # the step whose FLOPs are counted is secret (not always the first: a candidate doing
-        # extra passes from step 1 on would pass a count of step 0)
-        counted = probes.counted_step(n_steps, self.spec.seed, self.rng)
+        # the steps whose FLOPs are counted are secret (not always the first: a candidate doing
+        # extra passes from step 1 on would pass a count of step 0), one of them early
+        counted = probes.counted_steps(n_steps, spec.seed, self.rng, spec.early_count_fraction)
+        early_cpu = spec.early_cpu_steps if spec.early_cpu_steps < n_steps - 1 else None
 
         def send_batch(i: int) -> None:
-            worker.send(Op("batch", tokens=self.windows[i].tolist(), count=i == counted))
+            worker.send(Op("batch", tokens=self.windows[i].tolist(), count=i in counted))
 
         worker.send(Op("train", steps=n_steps))
         for i in range(min(2, n_steps)):  # two steps ahead: the worker never waits, never sees more
@@ -303,37 +327,44 @@ class Evaluation:
         if self.mode == "full":  # they import torch while the model trains; no candidate code yet
             self.spawn("score0")
             self.spawn("score1")
-        losses, step_times, step_flops, cpu_counted, counted_time = [], [], None, 0.0, None
-        cpu0 = t_prev = None
+        losses, step_times, counted_flops, counted_times = [], [], [], []
+        cpu = {}  # step -> the worker's CPU seconds when it reported that step
         heartbeat = spec.heartbeat_s
-        start = time.perf_counter()
+        start = t_prev = time.perf_counter()
         while len(losses) < len(self.windows):
             message = self.expect(worker, "step", heartbeat)
             now = time.perf_counter()
-            if message.step != len(losses):
+            step = message.step
+            if step != len(losses):
                 raise EvalFailure("train", "protocol_error",
-                                  f"the worker reported step {message.step} where step {len(losses)} was due")
-            if message.step + 2 < n_steps:
-                send_batch(message.step + 2)
-            if message.step == 0:
-                cpu0 = worker.cpu_s()
-            if message.step == counted - 1:
-                cpu_counted = worker.cpu_s()  # the counted step (slow under the counter) is left out
-            if message.step == counted:
-                step_flops = message.flops
-                if counted > 0:
-                    cpu_counted, counted_time = worker.cpu_s() - cpu_counted, now - t_prev
-            elif t_prev is not None:
+                                  f"the worker reported step {step} where step {len(losses)} was due")
+            if step + 2 < n_steps:
+                send_batch(step + 2)
+            if step == 0 or step == early_cpu or step in counted or step + 1 in counted:
+                cpu[step] = worker.cpu_s()
+            if step in counted:
+                counted_flops.append(message.flops)
+                if step > 0:
+                    counted_times.append(now - t_prev)
+                if not spec.experiment:
+                    self.verdict_now(budget.flops_check(message.flops, spec), f" (step {step})")
+            elif step > 0:
                 step_times.append(now - t_prev)
             t_prev = now
             losses.append(message.loss if message.loss is not None else float("nan"))
+            self.result["steps_completed"] = len(losses)
+            if step == early_cpu and not spec.experiment and self.cpu_per_step(cpu, counted, step) is not None:
+                flops = max((f for f in counted_flops if f), default=None)
+                self.verdict_now(budget.cpu_check(self.cpu_per_step(cpu, counted, step), flops,
+                                                  matmul_flops_per_cpu_s(), spec, spec.early_cpu_margin,
+                                                  f" over steps 1-{step}"), "")
             if len(step_times) >= 5:
                 heartbeat = max(spec.heartbeat_s, spec.heartbeat_factor * statistics.median(step_times[-50:]))
-        cpu1 = worker.cpu_s()
+        cpu[n_steps - 1] = worker.cpu_s()
         self.expect(worker, "trained", heartbeat)
         train_s = time.perf_counter() - start
         curve = self.curve(losses)
-        step_times = step_times or ([counted_time] if counted_time else [])  # a 2-step run
+        step_times = step_times or counted_times  # a 2-step run
         median = statistics.median(step_times) if step_times else None
         self.result.update(train_loss=_mean_tail(losses), loss_curve=curve, steps_completed=n_steps,
                            step_ms_median=1000 * median if median else None)
@@ -341,10 +372,28 @@ class Evaluation:
         self.timings.update(train_s=train_s, step_ms_median=1000 * median if median else None,
                             tokens_per_s=tokens * n_steps / train_s if train_s else None)
         self.checks.append(check("step_count", True, f"{n_steps} optimizer steps of batch {spec.batch_size}"))
-        cpu_per_step = ((cpu1 - cpu0 - cpu_counted) / (n_steps - 2)
-                        if n_steps > 2 and cpu0 is not None else None)
+        cpu_per_step = self.cpu_per_step(cpu, counted, n_steps - 1) if n_steps > 1 else None
         self.timings["cpu_ms_per_step"] = 1000 * cpu_per_step if cpu_per_step is not None else None
+        self.result["params"]["counted_steps"] = len(counted)
+        step_flops = None if None in counted_flops or not counted_flops else max(counted_flops)
         return step_flops, cpu_per_step
+
+    @staticmethod
+    def cpu_per_step(cpu: dict, counted: list, last: int) -> Optional[float]:
+        """CPU seconds per step over steps 1..last, from the readings at step 0 and `last`, with
+        the counted steps (slow under the FLOP counter) left out; None when no step is left."""
+        left_out = [c for c in counted if 0 < c <= last]
+        if last <= len(left_out):
+            return None
+        spent = cpu[last] - cpu[0] - sum(cpu[c] - cpu[c - 1] for c in left_out)
+        return spent / (last - len(left_out))
+
+    def verdict_now(self, verdict: dict, when: str) -> None:
+        """A budget verdict reached during training: a failure stops the run at once."""
+        if not verdict["passed"]:
+            verdict = dict(verdict, detail=verdict["detail"] + when)
+            self.checks.append(verdict)
+            budget.raise_on_failure("budget", [verdict])
 
     @staticmethod
     def curve(losses: list, every: int = 100) -> list:

@@ -63,22 +63,29 @@ def judge_key() -> Optional[bytes]:
         return None
 
 
-def counted_step(n_steps: int, seed: int, rng: np.random.Generator) -> int:
-    """The training step whose FLOPs are counted: one after the first, secret, yet the same for
-    every candidate at one seed and budget on this installation (counting perturbs a step's
-    arithmetic in the last bits: a step drawn anew each time, or per candidate, would break
+def counted_steps(n_steps: int, seed: int, rng: np.random.Generator, early_fraction: float) -> list:
+    """The training steps whose FLOPs are counted, ascending: one early, among steps
+    1 .. max(1, early_fraction x n_steps), so a step over the budget stops the run within its first
+    percent; and one in each half of the steps after that. None is step 0, all are secret, yet the
+    same for every candidate at one seed and budget on this installation (counting perturbs a
+    step's arithmetic in the last bits: steps drawn anew each time, or per candidate, would break
     bit-for-bit repeatability and the equality of models that compute the same thing). From the
     OS randomness where no key can be kept."""
     if n_steps < 2:
-        return 0
+        return [0]
+    early = max(1, min(n_steps - 1, int(early_fraction * n_steps)))
+    middle = early + (n_steps - early) // 2
+    spans = [(1, early + 1), (early + 1, middle + 1), (middle + 1, n_steps)]  # [lo, hi) each
     key = judge_key()
     if key is None:
-        return int(rng.integers(1, n_steps))
-    import hashlib
-    import hmac
+        draws = [int(rng.integers(0, 2**62)) for _ in spans]
+    else:
+        import hashlib
+        import hmac
 
-    digest = hmac.new(key, f"counted-step:{seed}:{n_steps}".encode(), hashlib.sha256).digest()
-    return 1 + int.from_bytes(digest[:8], "big") % (n_steps - 1)
+        digest = hmac.new(key, f"counted-steps:{seed}:{n_steps}".encode(), hashlib.sha256).digest()
+        draws = [int.from_bytes(digest[8 * i:8 * i + 8], "big") for i in range(len(spans))]
+    return sorted({lo + draw % (hi - lo) for (lo, hi), draw in zip(spans, draws) if hi > lo})
 
 
 def new_rng() -> tuple:

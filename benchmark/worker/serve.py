@@ -16,11 +16,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from . import guard, sandbox
 from .candidate import build, compile_failure, import_candidate, raised_in_candidate, tail_traceback
-from .train import Runtime, forward_logits, make_optimizer, train
+from .train import Runtime, counted_flops, forward_logits, make_optimizer, train, train_step
 from .. import statefile
 from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, Message, Op, ProtocolError, WorkerRequest
 from ..result import EvalFailure
@@ -136,9 +135,12 @@ class Worker:
             self.stage = "budget"
             x = torch.from_numpy(np.array(self.ids[:1])).to(self.rt.device)
             self.model.eval()
-            with FlopCounterMode(display=False) as counter:
-                forward_logits(self.model, x, Runtime(self.rt.device, "fp32"), self.spec.vocab_size, "budget")
-            self.send(Message("flops", id=op.id, flops=int(counter.get_total_flops())))
+            _, flops = counted_flops(lambda: forward_logits(self.model, x, Runtime(self.rt.device, "fp32"),
+                                                            self.spec.vocab_size, "budget"))
+            self.send(Message("flops", id=op.id, flops=flops))
+        elif op.op == "trial" and self.request.role == "train":
+            self.stage = "budget"
+            self.send(Message("flops", id=op.id, flops=self.trial_step(op.tokens)))
         elif op.op == "train" and self.request.role == "train":
             self.train(op.steps)
         elif op.op == "save":
@@ -176,6 +178,27 @@ class Worker:
         if op.op != "batch":
             raise ProtocolError(f"the judge sent {op.op!r} where step {step}'s batch was due")
         return torch.tensor(op.tokens, dtype=torch.long), op.count
+
+    def trial_step(self, tokens: list) -> int:
+        """FLOPs of one training step as the loop runs it, with a throwaway optimizer; the model's
+        parameters and buffers are put back bit for bit and the RNG restored, so training starts
+        from the same untrained model."""
+        model = self.model
+        saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+        optimizer, scheduler = make_optimizer(model, self.module, self.spec, self.config)
+        params = [p for p in model.parameters() if p.requires_grad]
+        window = torch.tensor(tokens, dtype=torch.long)
+        devices = [self.rt.device] if self.rt.device.type == "cuda" else []
+        model.train()
+        with guard.fork_rng(devices=devices):
+            _, flops = counted_flops(lambda: train_step(model, optimizer, scheduler, window, self.spec,
+                                                        self.rt, params, first=True))
+        with torch.no_grad():
+            for name, tensor in model.state_dict(keep_vars=True).items():
+                tensor.detach().copy_(saved[name])
+        for p in model.parameters():
+            p.grad = None
+        return flops
 
     def train(self, steps: int) -> None:
         spec = self.spec

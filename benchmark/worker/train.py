@@ -77,12 +77,42 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return guard.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def train_step(model, optimizer, scheduler, window: torch.Tensor, spec, rt: Runtime, params: list,
+               first: bool = False) -> torch.Tensor:
+    """One optimizer step of the evaluator's loop on `window` (batch, T + 1): the fp32 loss (plus
+    the candidate's aux loss), backward, clipping, the step. Returns [loss, objective], detached."""
+    window = window.to(rt.device, non_blocking=True)
+    batch, width = window.shape
+    x, y = window[:, :-1], window[:, 1:]
+    with rt.autocast():
+        logits, aux = split_output(model(x))
+    if first:
+        check_logits(logits, batch, width - 1, spec.vocab_size, "train")
+    loss = loss_of(logits, y)
+    aux = check_aux(aux, "train")
+    objective = loss if aux is None else loss + aux.float().to(loss.device)
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    guard.clip_grad_norm_(params, spec.grad_clip, foreach=True)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return torch.stack([loss.detach(), objective.detach()])
+
+
+def counted_flops(step: Callable[[], object]) -> tuple:
+    """(step()'s result, the FLOPs it ran) under FlopCounterMode: forward, backward and the
+    optimizer's step, what a training step really does."""
+    with FlopCounterMode(display=False) as counter:
+        out = step()
+    return out, int(counter.get_total_flops())
+
+
 def train(model, optimizer, scheduler, steps: int, next_batch: Callable[[int], tuple], spec,
           rt: Runtime, on_step: Callable[[int, float, Optional[int]], None], progress: bool = False,
           check_every: int = 10) -> int:
     """Exactly `steps` optimizer steps, one batch each: next_batch(step) gives that step's
-    (batch, T + 1) token ids and whether to count it. A counted step runs under FlopCounterMode
-    (forward, backward and the optimizer's step: what a training step really does). `on_step`
+    (batch, T + 1) token ids and whether to count it (:func:`counted_flops`). `on_step`
     receives (step, loss, flops or None) for every step: the heartbeat the judge watches."""
     from tqdm import tqdm
 
@@ -93,26 +123,9 @@ def train(model, optimizer, scheduler, steps: int, next_batch: Callable[[int], t
                dynamic_ncols=True)
     for step in range(steps):
         window, counted = next_batch(step)
-        window = window.to(rt.device, non_blocking=True)
-        batch, width = window.shape
-        counter = FlopCounterMode(display=False) if counted else contextlib.nullcontext()
-        with counter:
-            x, y = window[:, :-1], window[:, 1:]
-            with rt.autocast():
-                logits, aux = split_output(model(x))
-            if step == 0:
-                check_logits(logits, batch, width - 1, spec.vocab_size, "train")
-            loss = loss_of(logits, y)
-            aux = check_aux(aux, "train")
-            objective = loss if aux is None else loss + aux.float().to(loss.device)
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            guard.clip_grad_norm_(params, spec.grad_clip, foreach=True)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-        pending.append(torch.stack([loss.detach(), objective.detach()]))
-        flops = int(counter.get_total_flops()) if counted else None
+        run = lambda: train_step(model, optimizer, scheduler, window, spec, rt, params, step == 0)  # noqa: E731
+        values, flops = counted_flops(run) if counted else (run(), None)
+        pending.append(values)
         losses = [float("nan")]
         if len(pending) == check_every or step == steps - 1 or step == 0:
             values = torch.stack(pending).cpu()  # (n, 2): one device sync per `check_every` steps
