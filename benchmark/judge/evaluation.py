@@ -25,6 +25,7 @@ import torch
 
 from . import budget, probes
 from .launch import WorkerGone, WorkerProcess
+from .placement import worker_placement
 from .tuning import cpu_model, resolve
 from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
 from ..xent import row_stats
@@ -121,6 +122,10 @@ class Evaluation:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise EvalFailure("setup", "bad_device", "--device cuda was requested but CUDA is not available")
         try:
+            self.worker_device, self.worker_env = worker_placement(self.device)
+        except ValueError as exc:
+            raise EvalFailure("setup", "bad_device", str(exc)) from exc
+        try:
             self.precision, self.threads, tuning = resolve(self.device, precision, self.threads)
         except ValueError as exc:
             raise EvalFailure("setup", "bad_precision", str(exc)) from exc
@@ -151,7 +156,8 @@ class Evaluation:
         workdir = self.run_dir / name
         workdir.mkdir(mode=0o700, exist_ok=True)
         self.workers[name] = WorkerProcess(workdir, self.deadline, self.memory_limit_mb, self.threads,
-                                           echo=self.echo if self.progress else None)
+                                           echo=self.echo if self.progress else None,
+                                           extra_env=self.worker_env)
         return self.workers[name]
 
     def start(self, name: str, role: str) -> tuple:
@@ -161,7 +167,7 @@ class Evaluation:
         shutil.copyfile(self.candidate, workdir / "candidate.py")
         worker.start(WorkerRequest(
             role=role, candidate=str(workdir / "candidate.py"), workdir=str(workdir), overrides=self.overrides,
-            device=self.device, precision=self.precision, max_rows=self.max_rows, trusted=self.trusted,
+            device=self.worker_device, precision=self.precision, max_rows=self.max_rows, trusted=self.trusted,
             threads=self.threads, progress=self.progress and role == "train", sandbox=self.sandbox,
             read_paths=read_paths(self.trusted)))
         return worker, exchange

@@ -47,11 +47,15 @@ def evaluator_hash() -> str:
 
 def result_cache_path(sha: str, spec: Spec, mode: str, device: str, precision: Optional[str],
                       data_dir: Optional[str], tokenizer_dir: Optional[str]) -> Path:
-    """Results cache entry keyed by candidate sha256, the whole spec, mode, device, requested
-    precision, where the data and tokenizer come from, and the evaluator's own sources."""
+    """Results cache entry keyed by candidate sha256, the whole spec, mode, the kind of device
+    (:func:`~benchmark.judge.placement.device_kind`: a result from GPU 3 serves GPU 1 of the same
+    model), requested precision, where the data and tokenizer come from, and the evaluator's own
+    sources."""
+    from .placement import device_kind
+
     sources = [str(Path(d).expanduser().resolve()) if d else None for d in (
         data_dir or os.environ.get("PLASA_DATA_DIR"), tokenizer_dir or os.environ.get("PLASA_TOKENIZER_DIR"))]
-    key = json.dumps({"sha256": sha, "spec": spec.to_dict(), "mode": mode, "device": device,
+    key = json.dumps({"sha256": sha, "spec": spec.to_dict(), "mode": mode, "device": device_kind(device),
                       "precision": precision or "auto", "sources": sources,
                       "evaluator": evaluator_hash()}, sort_keys=True)
     return cache_dir() / "results" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
