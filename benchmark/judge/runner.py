@@ -69,10 +69,41 @@ def _cached(path: Path) -> Optional[dict]:
     return dict(result, cached=True) if isinstance(result, dict) else None
 
 
-def _run_root() -> Optional[str]:
-    """Run folders live in memory (/dev/shm) where there is one: logits pass through them."""
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+SHM = "/dev/shm"
+
+
+def run_bytes(spec: Spec) -> int:
+    """What one evaluation's run folder holds at its peak: one worker's logits file, two state
+    files (the judge's copy for the scoring worker, and the worker's), 256 MiB for the rest."""
+    rows = max(spec.val_batch_size, spec.probe_windows, spec.replay_windows, spec.batch_size)
+    state = 8 * int(spec.reference_params * spec.max_params_ratio) * 4
+    return rows * spec.seq_len * spec.vocab_size * 4 + 2 * state + (256 << 20)
+
+
+def _shm_state(path: str) -> tuple:
+    """(free bytes, mounted noexec) of the file system at `path`."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, bool(st.f_flag & os.ST_NOEXEC)
+
+
+def run_root(needed: int) -> tuple:
+    """(folder for run folders or None for the temp dir, why). Logits pass through them, so they
+    live in memory (/dev/shm) where it can hold a run: Docker's and Kubernetes' default /dev/shm
+    is 64 MiB, where a 0.8 GB logits file would kill the worker with SIGBUS; and it is mounted
+    noexec there, where torch.compile cannot load the code it builds in the worker's folder."""
+    fallback = f"run folder in {tempfile.gettempdir()}"
+    if not (os.path.isdir(SHM) and os.access(SHM, os.W_OK)):
+        return None, f"{fallback}: no writable {SHM}"
+    try:
+        free, noexec = _shm_state(SHM)
+    except OSError as exc:
+        return None, f"{fallback}: {SHM} unreadable ({exc})"
+    if free < needed:
+        return None, (f"{fallback}: {SHM} has {free / 2**20:.0f} MiB free and a run needs "
+                      f"{needed / 2**20:.0f} MiB (a container's default; docker run --shm-size=2g)")
+    if noexec:
+        return None, f"{fallback}: {SHM} is mounted noexec (torch.compile could not load its code)"
+    return SHM, f"run folder in {SHM} (memory)"
 
 
 OWNER_FILE = "owner.pid"
@@ -159,8 +190,12 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
             return cached
 
     limit = float(time_limit_s or spec.time_limit_s)
-    _sweep_stale_runs(_run_root() or tempfile.gettempdir())
-    run_dir = Path(tempfile.mkdtemp(prefix="plasa-run-", dir=_run_root()))
+    root, where = run_root(run_bytes(spec))
+    if root is None and os.path.isdir(SHM):
+        log.warning("%s", where)
+    for folder in {root or tempfile.gettempdir(), tempfile.gettempdir()}:
+        _sweep_stale_runs(folder)
+    run_dir = Path(tempfile.mkdtemp(prefix="plasa-run-", dir=root))
     try:
         (run_dir / OWNER_FILE).write_text(str(os.getpid()))
         private = run_dir / "candidate.py"
@@ -182,6 +217,7 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
                              f"the evaluator failed ({type(exc).__name__}: {exc}); this is not the "
                              "candidate's fault", traceback=traceback.format_exc()[-3000:])
         result["evaluator"] = base["evaluator"]
+        result.setdefault("environment", {})["run_folder"] = where
         result.setdefault("timings", {})["wall_s"] = time.monotonic() - started
         result["peak_rss_mb"] = round(getattr(evaluation, "peak_rss_mb", 0.0), 1)
         if use_cache and result.get("error_type") not in TRANSIENT_ERRORS:

@@ -88,7 +88,7 @@ def test_a_folder_nested_thousands_deep_is_removed_without_crashing_the_judge(tm
 
     run_root = tmp_path / "runs"
     run_root.mkdir()
-    monkeypatch.setattr(runner, "_run_root", lambda: str(run_root))
+    monkeypatch.setattr(runner, "run_root", lambda needed: (str(run_root), "a test's folder"))
     result = _run("deep_dir_rmtree_crash", tmp_path)
     assert result.get("error_type") != "evaluator_error", result.get("error")
     assert not any(run_root.iterdir()), "the run folder was left behind"
