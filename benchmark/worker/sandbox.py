@@ -14,6 +14,7 @@ evaluation goes on (the result records it), since the judge's checks do not depe
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
 import platform
 
@@ -32,9 +33,15 @@ SCOPE_ABSTRACT_UNIX, SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 READ = EXECUTE | READ_FILE | READ_DIR
 WRITE = (READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAKE_SYM | TRUNCATE)
-SYSTEM_READ = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys", "/opt")
+SYSTEM_READ = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys", "/opt")
 # Device files a worker may use; not /dev as a whole, whose /dev/shm holds other runs' folders.
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+# What a CUDA worker needs besides: the NVIDIA device nodes, read, written and ioctl'd (the driver's
+# whole interface is ioctl, which Landlock v5+ denies on a device without IOCTL_DEV: CUDA would
+# not start), and the driver's /proc and /sys files that CUDA and NVML read (also under
+# SYSTEM_READ today; named so that narrowing it never breaks CUDA). Only for a cuda device.
+NVIDIA_NODES = ("/dev/nvidia*", "/dev/nvidia-uvm*", "/dev/nvidia-caps/*", "/dev/nvidia-caps-imex-channels/*")
+NVIDIA_READ = ("/proc/driver/nvidia", "/sys/module/nvidia", "/sys/bus/pci/devices", "/sys/devices")
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -56,8 +63,23 @@ def abi_version() -> int:
     return max(int(version), 0)
 
 
-def restrict(writable: str, readable: tuple) -> str:
-    """Confines this process; returns a description of the wall ("landlock vN ..." or "none")."""
+def rules(writable: str, readable: tuple, device: str = "cpu", nodes: tuple = NVIDIA_NODES) -> list:
+    """(path, access) pairs the wall allows: read the system and `readable`, use the standard
+    device files, write `writable`; and for a cuda `device` the NVIDIA device nodes matching
+    `nodes` (with ioctl) and the driver's files."""
+    allowed = [(p, READ) for p in SYSTEM_READ + tuple(readable)]
+    allowed += [(device_file, READ_FILE | WRITE_FILE) for device_file in DEVICES]
+    if device.startswith("cuda"):
+        found = sorted({path for pattern in nodes for path in glob.glob(pattern)})
+        allowed += [(node, READ_FILE | WRITE_FILE | IOCTL_DEV | (READ_DIR if os.path.isdir(node) else 0))
+                    for node in found]
+        allowed += [(path, READ) for path in NVIDIA_READ]
+    return allowed + [(writable, WRITE)]
+
+
+def restrict(writable: str, readable: tuple, device: str = "cpu", nodes: tuple = NVIDIA_NODES) -> str:
+    """Confines this process to :func:`rules`; returns a description of the wall ("landlock vN
+    ..." or "none")."""
     abi = abi_version()
     if abi < 1:
         return "none (the kernel has no Landlock)"
@@ -70,9 +92,7 @@ def restrict(writable: str, readable: tuple) -> str:
     if fd < 0:
         return f"none (landlock_create_ruleset failed: errno {ctypes.get_errno()})"
     try:
-        rules = [(p, READ) for p in SYSTEM_READ + tuple(readable)]
-        rules += [(device, READ_FILE | WRITE_FILE) for device in DEVICES] + [(writable, WRITE)]
-        for path, access in rules:
+        for path, access in rules(writable, readable, device, nodes):
             _add_rule(libc, fd, path, access & handled)
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return f"none (PR_SET_NO_NEW_PRIVS failed: errno {ctypes.get_errno()})"
@@ -80,7 +100,8 @@ def restrict(writable: str, readable: tuple) -> str:
             return f"none (landlock_restrict_self failed: errno {ctypes.get_errno()})"
     finally:
         os.close(fd)
-    return f"landlock v{abi}: writes only in the worker's folder; reads only the Python installation and system paths"
+    gpu = "; the NVIDIA devices" if device.startswith("cuda") else ""
+    return f"landlock v{abi}: writes only in the worker's folder; reads only the Python installation and system paths{gpu}"
 
 
 def _add_rule(libc, ruleset_fd: int, path: str, access: int) -> None:

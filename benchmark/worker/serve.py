@@ -95,7 +95,7 @@ class Worker:
             self.out_map = mmap.mmap(fd, size * self.spec.vocab_size * 4)
         finally:
             os.close(fd)
-        wall = (sandbox.restrict(str(self.workdir), request.read_paths) if request.sandbox
+        wall = (sandbox.restrict(str(self.workdir), request.read_paths, request.device) if request.sandbox
                 else "none (disabled by the judge)")
         self.send(Message("hello", sandbox=wall))
 
