@@ -34,7 +34,9 @@ class Result(TypedDict, total=False):
     param_count: int         # = params.total
     params: dict             # {total, embedding, non_embedding: elements of the trained state;
                              #  flops_per_token: reported eval forward FLOPs / T;
-                             #  step_flops: reported FLOPs of one training step}
+                             #  step_flops: reported FLOPs of a training step, the largest of
+                             #  the counted ones; trial_step_flops: of the trial step before
+                             #  training; counted_steps: how many steps were counted}
     layer_top_k: Any         # reported: the candidate's declared k per layer
     stage: str               # where it ended: cli, static, load, build, budget, probe, train,
                              # save, load_state, replay, validate, done
@@ -62,7 +64,10 @@ class Result(TypedDict, total=False):
                              # requested_threads, bf16_supported, and where measured (benchmark.judge.
                              # tuning): threads, step_ms_by_threads, fp32/bf16_step_ms, speedup
     device: str
-    environment: dict        # {torch, python, threads (the workers'), cpu, device, device_name}
+    environment: dict        # {torch, python, threads (the workers'), judge_threads, cpu, device,
+                             #  device_name, run_folder (where and why: /dev/shm or the temp dir)}
+    numerics: dict           # the torch numerics every worker applies (benchmark.numerics): TF32,
+                             # deterministic algorithms, cuBLAS workspace
     sandbox: str             # what confined the workers (Landlock version, or none)
     probe_seed: str          # the OS randomness behind this run's probes (hex), for reproduction
     peak_rss_mb: float       # the workers' peak resident memory

@@ -29,7 +29,7 @@ from .placement import worker_placement
 from .tuning import cpu_model, resolve
 from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
 from ..xent import row_stats
-from .. import statefile
+from .. import numerics, statefile
 from ..fsutil import remove_tree
 from ..data import DataError, eval_windows, load_benchmark_data, train_windows
 from ..protocol import STATE_FILE, Message, Op, WorkerRequest
@@ -91,8 +91,12 @@ class Evaluation:
     # ------------------------------------------------------------------ driver
     def run(self) -> dict:
         t_start = time.perf_counter()
+        judge_threads = torch.get_num_threads()
         try:
             self.setup()
+            if self.threads:  # the judge's own arithmetic as wide as its workers: evaluations side
+                torch.set_num_threads(self.threads)  # by side would oversubscribe the cores
+            self.result["environment"]["judge_threads"] = torch.get_num_threads()
             self.spawn("train")  # imports torch while the judge loads the data
             self.load_data()
             state = self.train_phase()
@@ -111,6 +115,7 @@ class Evaluation:
                 extra["traceback"] = exc.traceback
             return failure(self.result, exc.stage, exc.error_type, exc.message, **extra)
         finally:
+            torch.set_num_threads(judge_threads)
             for worker in self.workers.values():
                 worker.close()
 
@@ -125,12 +130,14 @@ class Evaluation:
             self.worker_device, self.worker_env = worker_placement(self.device)
         except ValueError as exc:
             raise EvalFailure("setup", "bad_device", str(exc)) from exc
+        self.worker_env.update(numerics.env(self.device))
         try:
             self.precision, self.threads, tuning = resolve(self.device, precision, self.threads)
         except ValueError as exc:
             raise EvalFailure("setup", "bad_precision", str(exc)) from exc
         self.result.update(precision=self.precision, tuning=tuning, device=self.device,
-                           environment=environment(self.device, self.threads))
+                           environment=environment(self.device, self.threads),
+                           numerics=numerics.policy(self.device))  # what the workers apply
 
     def load_data(self) -> None:
         self.enter("data")

@@ -41,8 +41,13 @@ STEPS, WARMUP = 6, 2
 
 
 def bf16_supported(device: str) -> bool:
+    """Native bf16 on `device`: on CUDA compute capability 8.0+ (Ampere on), since
+    torch.cuda.is_bf16_supported() also counts emulation, far slower than fp32 on a V100 or T4."""
     if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            return False
+        index = int(device.partition(":")[2] or 0)
+        return torch.cuda.get_device_capability(index)[0] >= 8 and torch.cuda.is_bf16_supported(including_emulation=False)
     return (torch.backends.mkldnn.is_available()
             and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
@@ -191,7 +196,11 @@ def resolve(device: str, precision: Optional[str], threads: Optional[int]) -> tu
     if requested != "fp32":
         why["bf16_supported"] = supported
     fixed = "bf16" if supported and (requested == "bf16" or device.startswith("cuda")) else None
-    if device.startswith("cuda") or (threads and (fixed or not supported)):
+    if device.startswith("cuda"):  # the CPU side of a GPU evaluation: its share of the cores
+        workers = threads or max(1, (os.cpu_count() or 1) // max(1, torch.cuda.device_count()))
+        why.update(precision=fixed or "fp32", threads=workers)
+        return fixed or "fp32", workers, why
+    if threads and (fixed or not supported):
         return fixed or "fp32", threads, why
     profile = machine_profile(bf16=supported and fixed is None)
     why.update(profile, measured_precision=profile["precision"], measured_threads=profile["threads"])

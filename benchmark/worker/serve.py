@@ -20,7 +20,7 @@ import torch
 from . import guard, sandbox
 from .candidate import build, compile_failure, import_candidate, raised_in_candidate, tail_traceback
 from .train import Runtime, counted_flops, forward_logits, make_optimizer, train, train_step
-from .. import statefile
+from .. import numerics, statefile
 from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, Message, Op, ProtocolError, WorkerRequest
 from ..result import EvalFailure
 from ..spec import Spec
@@ -87,6 +87,7 @@ class Worker:
         if request.threads:
             torch.set_num_threads(request.threads)
         tune_allocator(request.max_rows * self.spec.seq_len * self.spec.vocab_size * 4)
+        self.numerics = numerics.apply(request.device)
         self.rt = Runtime(torch.device(request.device), request.precision)
         size = request.max_rows * self.spec.seq_len
         self.ids = np.memmap(self.workdir / IDS_FILE, dtype=np.int64, mode="r", shape=(request.max_rows, self.spec.seq_len))
@@ -109,6 +110,7 @@ class Worker:
         guard.seed_everything(spec.seed)
         self.model = build(self.module, self.config).to(self.rt.device)
         guard.verify("build")
+        numerics.apply(request.device)  # whatever the candidate set at import or build
         if request.role == "score":
             self.load_state()
         top_k = getattr(self.model, "layer_top_k", None)
