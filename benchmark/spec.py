@@ -69,6 +69,8 @@ class Spec:
     # Rows of logits at a time in the judge's cross-entropy (benchmark/xent.py: one fp32 buffer of
     # this many rows, small enough to stay in cache; 16 measured fastest of 8, 16 and 64).
     ce_chunk: int = 16
+    # ... and on a GPU, where the judge scores an evaluation on CUDA (one 200 MB fp32 buffer).
+    ce_chunk_cuda: int = 1024
     # Documents of a streamed corpus (cosmopedia) taken from the hub.
     stream_documents: int = 20000
 

@@ -146,3 +146,27 @@ def test_logits_rewritten_while_the_judge_reads_them_cannot_give_a_negative_loss
         stop.set()
         proc.join()
     assert worst >= 0.0
+
+
+def test_the_gpu_scoring_path_gives_the_same_numbers_with_its_large_blocks():
+    """The path a CUDA evaluation takes (blocks of spec.ce_chunk_cuda rows, stats computed where
+    the block was copied to, then brought back), run here on the CPU: the same stats as the
+    cache-sized blocks, ties, offsets and secret columns included."""
+    from benchmark.spec import SPEC
+    from benchmark.xent import scoring_plan
+
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(1500, V, generator=gen) * 4
+    logits[::3] += 1e6
+    targets = torch.randint(0, V, (1500,), generator=gen)
+    targets[::2] = logits[::2].argmax(-1)
+    logits[1::4, :2] = logits[1::4].amax(-1, keepdim=True)       # ties for the first maximum
+    targets[1::4] = 1
+    columns = torch.tensor([0, 7, 999])
+    small = row_stats(logits, targets, columns, chunk=SPEC.ce_chunk)
+    where, chunk = scoring_plan("cuda:1")
+    assert (where, chunk) == ("cuda:1", SPEC.ce_chunk_cuda) and scoring_plan("cpu") == ("cpu", SPEC.ce_chunk)
+    large = row_stats(logits, targets, columns, chunk=chunk, device="cpu")
+    for name in ("peak", "logsum", "picked", "hit", "columns"):
+        assert torch.equal(getattr(small, name), getattr(large, name)), name
+    assert large.hit.device.type == "cpu" and large.hit[1::4].sum() == 0

@@ -28,7 +28,7 @@ from .launch import WorkerGone, WorkerProcess
 from .placement import worker_placement
 from .tuning import cpu_model, resolve
 from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
-from ..xent import row_stats
+from ..xent import row_stats, scoring_plan
 from .. import numerics, statefile
 from ..fsutil import remove_tree
 from ..data import DataError, eval_windows, load_benchmark_data, train_windows
@@ -489,6 +489,7 @@ class Evaluation:
 
         spec = self.spec
         self.enter("validate")
+        where, chunk = scoring_plan(self.device, spec)
         times, handover = [], 0.0
         heartbeat = spec.heartbeat_s
         plan = recorder.plan
@@ -505,7 +506,7 @@ class Evaluation:
             n = len(rows)  # the batch's windows first, then its probe rows (targets: their windows')
             targets = torch.as_tensor(np.concatenate([self.val_y[rows], self.val_y[plan.row_window[probe_ids]]]))
             stats = row_stats(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), plan.columns,
-                              spec.ce_chunk)
+                              chunk, where)
             T = targets.shape[1]
             # log-probabilities on the secret columns and the true next token, (rows, T, C + 1)
             logp = stats.log_probs(torch.cat([stats.columns, stats.picked.unsqueeze(1)], 1)).view(len(x), T, -1)
