@@ -10,6 +10,7 @@ probe comparison and the result are computed here.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
@@ -42,6 +43,13 @@ MODES = ("full", "stage1")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# What a worker imports from outside the standard library: torch (with the packages it requires and
+# Triton, its GPU compiler), numpy, tokenizers, tqdm, yaml.
+RUNTIME_PACKAGES = ("torch", "functorch", "torchgen", "triton", "numpy", "tokenizers", "tqdm", "yaml",
+                    "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock", "typing_extensions",
+                    "fsspec")
+
+
 def read_paths(trusted: bool = False) -> tuple:
     """Folders a sandboxed worker may read: the Python installation and the benchmark package
     (and the reference program, which the benchmark's own experiment models build on)."""
@@ -53,8 +61,11 @@ def read_paths(trusted: bool = False) -> tuple:
     for entry in sys.path:
         if entry and os.path.isdir(entry) and ("site-packages" in entry or "dist-packages" in entry):
             paths.add(entry)
-    torch_dir = os.path.dirname(os.path.dirname(torch.__file__))
-    paths.add(torch_dir)
+    for name in RUNTIME_PACKAGES:  # wherever they come from: a PYTHONPATH folder, links resolved
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            place = spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin
+            paths.update(os.path.dirname(p) for p in (place, os.path.realpath(place)))
     return tuple(sorted(p for p in paths if p and os.path.realpath(p) != repo))
 
 
