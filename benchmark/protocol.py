@@ -84,8 +84,8 @@ class Op:
              to LOGITS_FILE; with ``dropout_seed`` the torch RNG is forked and seeded first (so a
              train-mode pass repeats its dropout masks exactly)
     count    FLOPs of one eval-mode forward of the first row of IDS_FILE (FlopCounterMode)
-    trial    FLOPs of one counted training step on ``tokens`` (batch, T + 1), with a fresh optimizer,
-             before training; the model's state is restored exactly afterwards
+    trial    FLOPs of a training step on ``tokens`` (batch, T + 1) before training: two steps with a
+             fresh optimizer, the second counted; the model's state is restored exactly afterwards
     train    the evaluator's training loop, ``steps`` optimizer steps (a ``step`` message each)
     batch    the next training batch: ``tokens``, (batch, T + 1) token ids; sent during ``train``;
              with ``count`` the step runs under FlopCounterMode (the judge picks it in secret)

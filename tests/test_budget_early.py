@@ -9,7 +9,7 @@ import torch
 
 from benchmark.judge import probes
 from benchmark.spec import SPEC, Spec
-from tests.adversarial.cheats import REDTEAM, write
+from tests.adversarial.cheats import write
 from tests.conftest import evaluate_tiny
 
 
@@ -97,13 +97,58 @@ def test_an_over_budget_step_is_rejected_within_60_s_at_the_official_budget(tmp_
     assert "before training" in result["error"]
 
 
-def test_extra_work_that_starts_after_the_first_step_stops_the_run_in_its_first_percent(tmp_path):
-    """The trial step and step 0 look honest (its optimizer skips its extra passes on its first
-    call); the early secret counted step catches it, and the run stops there."""
+def test_extra_work_that_starts_after_an_optimizers_first_step_is_caught_before_training(tmp_path):
+    """Its optimizer skips its extra passes on its first call: the trial's second step counts."""
     result = evaluate_tiny(write("extra_passes_after_step0", tmp_path), {"steps": SPEC.steps})
     assert not result["valid"] and result["error_type"] == "flops_budget", result.get("error")
+    assert "before training" in result["error"]
+
+
+TRIAL_AWARE = """
+
+class TrialAwareAdamW(torch.optim.AdamW):
+    \"\"\"Honest on the first optimizer it is asked for (the trial's), three extra passes per step
+    on every later one (the training loop's).\"\"\"
+
+    made = 0
+
+    def __init__(self, model):
+        super().__init__(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+        TrialAwareAdamW.made += 1
+        self.model, self.extra = model, 3 if TrialAwareAdamW.made > 1 else 0
+
+    def step(self, closure=None):
+        super().step()
+        for _ in range(self.extra):
+            ids = self.model.last_ids
+            logits, aux = self.model(ids[:, :-1])
+            self.zero_grad()
+            (F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten()) + aux).backward()
+            super().step()
+
+
+def configure_optimizer(model, config):
+    return TrialAwareAdamW(model)
+"""
+
+
+def test_extra_work_the_trial_never_sees_stops_the_run_in_its_first_percent(tmp_path):
+    """A candidate that recognises the trial's optimizer: the secret early counted step catches it
+    within the first 1% of the official 1000 steps, and the run stops there."""
+    from tests.adversarial.cheats import REFERENCE
+
+    text = REFERENCE.read_text()
+    marker = "        T = input_ids.size(1)\n"
+    assert marker in text
+    text = text.replace(marker, "        if self.training and torch.is_grad_enabled():\n"
+                                "            self.last_ids = input_ids\n" + marker) + TRIAL_AWARE
+    path = tmp_path / "trial_aware.py"
+    path.write_text(text)
+    result = evaluate_tiny(path, {"steps": SPEC.steps})
+    assert not result["valid"] and result["error_type"] == "flops_budget", result.get("error")
+    assert "before training" not in result["error"]
     assert result["steps_completed"] <= SPEC.early_count_fraction * SPEC.steps, result["steps_completed"]
-    assert "extra_passes_after_step0" in REDTEAM
+    assert result["params"]["trial_step_flops"] <= SPEC.reference_step_flops * 1.01
 
 
 def test_a_model_over_the_parameter_budget_is_rejected_before_training(tmp_path):

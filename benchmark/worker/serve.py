@@ -182,9 +182,10 @@ class Worker:
         return torch.tensor(op.tokens, dtype=torch.long), op.count
 
     def trial_step(self, tokens: list) -> int:
-        """FLOPs of one training step as the loop runs it, with a throwaway optimizer; the model's
-        parameters and buffers are put back bit for bit and the RNG restored, so training starts
-        from the same untrained model."""
+        """FLOPs of a training step as the loop runs it, with a throwaway optimizer: two steps, the
+        second counted (an optimizer's first step may do one-off work). The model's parameters and
+        buffers are put back bit for bit and the RNG restored, so training starts from the same
+        untrained model."""
         model = self.model
         saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
         optimizer, scheduler = make_optimizer(model, self.module, self.spec, self.config)
@@ -192,9 +193,11 @@ class Worker:
         window = torch.tensor(tokens, dtype=torch.long)
         devices = [self.rt.device] if self.rt.device.type == "cuda" else []
         model.train()
+        step = lambda first: train_step(model, optimizer, scheduler, window, self.spec, self.rt,  # noqa: E731
+                                        params, first)
         with guard.fork_rng(devices=devices):
-            _, flops = counted_flops(lambda: train_step(model, optimizer, scheduler, window, self.spec,
-                                                        self.rt, params, first=True))
+            step(True)
+            _, flops = counted_flops(lambda: step(False))
         with torch.no_grad():
             for name, tensor in model.state_dict(keep_vars=True).items():
                 tensor.detach().copy_(saved[name])
