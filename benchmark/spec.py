@@ -77,7 +77,7 @@ class Spec:
     # --- numerics ---
     # "bf16" (autocast, fp32 master weights and fp32 cross-entropy) where the device supports it,
     # "fp32", or "auto": bf16 on a CUDA device that supports it, and on a CPU only where a measured
-    # reference-shaped step is at least 10% faster in bf16 (benchmark/judge/precision.py).
+    # reference-shaped step is at least 10% faster in bf16 (benchmark/judge/tuning.py).
     precision: str = "auto"
 
     # --- limits (enforced by the parent process on the worker) ---
