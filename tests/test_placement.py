@@ -101,6 +101,7 @@ def test_an_evaluation_on_gpu_2_starts_workers_that_see_only_gpu_2_as_cuda_0(mon
     import torch
 
     import benchmark.judge.evaluation as evaluation
+    from benchmark import numerics
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -126,4 +127,4 @@ def test_an_evaluation_on_gpu_2_starts_workers_that_see_only_gpu_2_as_cuda_0(mon
     run.setup()
     run.max_rows = 1
     run.start("train", "train")
-    assert started == [{"CUDA_VISIBLE_DEVICES": "2"}, "cuda:0"]
+    assert started == [{"CUDA_VISIBLE_DEVICES": "2", "CUBLAS_WORKSPACE_CONFIG": numerics.CUBLAS_WORKSPACE}, "cuda:0"]

@@ -257,8 +257,8 @@ class Evaluation:
                 self.enter("replay")
                 replay = probes.direct_plan(self.train_tokens, spec.replay_windows, spec.seq_len, self.rng)
                 self.replay_x = replay.x
-                self.replay_ref = probes.full_log_probs(
-                    self.forward(worker, exchange, replay.x, "eval", self.precision))
+                self.replay_ref = probes.full_log_probs(  # fp32: see replay()
+                    self.forward(worker, exchange, replay.x, "eval", "fp32"))
                 state = self.saved_state(worker)
             finally:
                 self.peak_rss_mb = worker.peak_rss_mb
@@ -459,7 +459,7 @@ class Evaluation:
                     self.expect(worker, "hello")
                     self.expect(worker, "built")
                     self.timings["second_process_s"] += time.perf_counter() - t_start
-                    self.replay(worker, exchange, tol, gain)
+                    self.replay(worker, exchange)
                     step = self.validate(worker, exchange, batches, score, recorder, step)
                 finally:
                     self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
@@ -476,13 +476,17 @@ class Evaluation:
         budget.raise_on_failure("probe", hidden)
         self.result.update(score.metrics())
 
-    def replay(self, worker: WorkerProcess, exchange: Exchange, tol: float, gain: float) -> None:
-        """The fresh process must give the trained model's logits on the replay windows."""
+    def replay(self, worker: WorkerProcess, exchange: Exchange) -> None:
+        """The fresh process must give the trained model's logits on the replay windows, in fp32
+        whatever the run's precision: a bf16 comparison needs bf16's 0.1-nat tolerance, which let a
+        table kept outside the state dict through (it moved log-probabilities by 0.05), and a
+        compiled model's training-time and scoring-time bf16 graphs round apart by more than that."""
         self.enter("replay")
-        t0 = time.perf_counter()
-        alt = probes.full_log_probs(self.forward(worker, exchange, self.replay_x, "eval", self.precision))
-        everywhere = torch.ones(len(self.replay_x), self.spec.seq_len, dtype=torch.bool)
-        replay = probes.compare("probe:replay", self.replay_ref, alt, everywhere, tol, gain, probes.REPLAY)
+        spec, t0 = self.spec, time.perf_counter()
+        alt = probes.full_log_probs(self.forward(worker, exchange, self.replay_x, "eval", "fp32"))
+        everywhere = torch.ones(len(self.replay_x), spec.seq_len, dtype=torch.bool)
+        replay = probes.compare("probe:replay", self.replay_ref, alt, everywhere, spec.probe_tol_fp32,
+                                spec.probe_gain_tol_fp32, probes.REPLAY)
         del alt
         previous = next((c for c in self.checks if c["name"] == "probe:replay"), None)
         if previous is None:

@@ -73,3 +73,16 @@ def test_every_cheat_edit_applies():
 
     for entry in list(CHEATS.values()) + list(HONEST.values()) + list(REDTEAM.values()):
         source(entry)  # raises when the reference no longer contains an edited line
+
+
+def test_state_outside_the_state_dict_is_caught_in_a_bf16_run(tmp_path, monkeypatch):
+    """probe:replay compares in fp32 whatever the run's precision: at bf16's 0.1-nat tolerance the
+    trained table (it moves log-probabilities by ~0.05) passed on a CPU with native bf16. Forced
+    here (emulated on a CPU without it: slower, the same autocast path)."""
+    import benchmark.judge.tuning as tuning
+
+    monkeypatch.setattr(tuning, "bf16_supported", lambda device: True)
+    result = evaluate_tiny(write("trained_state_outside_state_dict", tmp_path), precision="bf16", threads=1)
+    assert result["precision"] == "bf16" and not result["valid"], result.get("error")
+    replay = next(c for c in result["checks"] if c["name"] == "probe:replay")
+    assert not replay["passed"] and "(tolerance 0.001)" in replay["detail"], replay
