@@ -106,6 +106,7 @@ def test_shinka_mode_writes_both_files_and_exits_0(tmp_path):
 
 def test_golden_tiny_run(honest_tiny_result):
     golden = json.loads((REPO / "tests" / "testdata" / "golden_tiny.json").read_text())
-    expected = golden["val_loss"][honest_tiny_result["precision"]]
-    assert abs(honest_tiny_result["val_loss"] - expected) <= golden["tolerance"], (
+    precision = honest_tiny_result["precision"]
+    expected = golden["val_loss"][precision]
+    assert abs(honest_tiny_result["val_loss"] - expected) <= golden["tolerance"][precision], (
         honest_tiny_result["val_loss"], expected)
