@@ -129,6 +129,7 @@ class Message:
     trained  the training loop ended after ``step`` steps
     saved    STATE_FILE is written
     failure  the candidate failed: ``stage``, ``error_type``, ``error``, ``traceback``
+    compiling torch.compile is building code (a heartbeat, sent while it lasts, between the others)
     """
 
     type: str

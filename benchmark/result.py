@@ -71,6 +71,8 @@ class Result(TypedDict, total=False):
     sandbox: str             # what confined the workers (Landlock version, or none)
     probe_seed: str          # the OS randomness behind this run's probes (hex), for reproduction
     peak_rss_mb: float       # the workers' peak resident memory
+    compile_beats: int       # "compiling" heartbeats the workers sent while torch.compile built
+                             # code (one per spec.compile_beat_s; absent when none)
     cached: bool             # served from the results cache
     descriptors: dict        # machine-independent features for MAP-Elites (None where unknown):
                              # attention_density (mean min(k, T) / T over layers, declared k),

@@ -87,6 +87,9 @@ class Spec:
     # max(heartbeat_s, heartbeat_factor x its median step or batch time) is killed as a hang.
     heartbeat_s: float = 60.0
     heartbeat_factor: float = 20.0
+    # While torch.compile builds code (silent for minutes on a slow or busy CPU), the worker sends
+    # a "compiling" message this often, so a long compile is not taken for a hang.
+    compile_beat_s: float = 10.0
     # Resident memory cap of the worker, MiB.
     memory_limit_mb: int = 12288
 

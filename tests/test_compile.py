@@ -47,3 +47,57 @@ def test_a_compiler_failure_is_the_candidates_runtime_error_with_a_clear_message
     result = evaluate_tiny(path)
     assert not result["valid"] and result["error_type"] == "runtime_error", (result.get("error_type"), result.get("error"))
     assert result["error"].startswith("torch.compile failed") and "uncompiled" in result["error"]
+
+
+def test_the_worker_beats_while_torch_compile_builds_and_is_silent_otherwise():
+    """A compile can be silent for longer than the judge's heartbeat limit: the worker says it is
+    compiling while dynamo compiles (forward and lazy backward), and nothing when it is not."""
+    import time
+
+    import torch
+
+    from benchmark.worker.serve import CompileBeat
+
+    sent = []
+    beat = CompileBeat(sent.append, 0.05)
+    compiled = torch.compile(lambda x: (x.sin() * 2).sum())  # imports torch._dynamo
+    beat.watch()
+    assert beat.watching
+    x = torch.randn(64, requires_grad=True)
+    time.sleep(0.3)
+    assert sent == []                       # watching, nothing compiling
+    compiled(x).backward()                  # the first call compiles forward and backward
+    assert len(sent) >= 1 and {m.type for m in sent} == {"compiling"}
+    after = len(sent)
+    compiled(x).backward()                  # compiled already: runs, no compile
+    time.sleep(0.3)
+    assert len(sent) == after and beat.depth == 0
+
+
+def test_a_compile_longer_than_the_heartbeat_is_no_hang(tmp_path):
+    """The whole model compiled, with a heartbeat limit (15 s) well under what inductor's first
+    builds take on a CPU: the judge waits through the worker's compile beats."""
+    from tests.honest.test_honest import CANDIDATES
+
+    path = next(p for p in CANDIDATES if p.stem == "compile_whole_model")
+    result = evaluate_tiny(path, {"heartbeat_s": 15.0, "compile_beat_s": 1.0})
+    assert result["valid"], (result.get("error_type"), result.get("error"))
+    assert result["compile_beats"] >= 1
+
+
+def test_the_judge_waits_through_compile_beats_and_counts_them(tmp_path):
+    from benchmark.judge.evaluation import Evaluation
+    from benchmark.protocol import Message
+
+    class Worker:
+        messages = [Message("compiling"), Message("compiling"), Message("out", id=3)]
+
+        def recv(self, heartbeat_s):
+            return self.messages.pop(0)
+
+    run = Evaluation(candidate=str(tmp_path / "c.py"), display_path="c.py", sha256="0", overrides={},
+                     mode="full", device="cpu", precision="fp32", data_dir=None, tokenizer_dir=None,
+                     run_dir=tmp_path, deadline=0.0, memory_limit_mb=1, checks=[], progress=False,
+                     echo=None, trusted=False, threads=1)
+    assert run.expect(Worker(), "out").id == 3
+    assert run.result["compile_beats"] == 2

@@ -191,13 +191,17 @@ class Evaluation:
         return worker, exchange
 
     def expect(self, worker: WorkerProcess, kind: str, heartbeat_s: Optional[float] = None) -> Message:
-        """The worker's next message, which must be `kind`; failures become EvalFailure."""
-        try:
-            message = worker.recv(heartbeat_s or self.spec.heartbeat_s)
-        except WorkerGone as exc:
-            self.log_tail = worker.logs.tail
-            stage = self.stage
-            raise EvalFailure(stage, exc.error_type, exc.message) from exc
+        """The worker's next message, which must be `kind`; failures become EvalFailure. A
+        "compiling" message (torch.compile at work) is a heartbeat: the wait goes on."""
+        while True:
+            try:
+                message = worker.recv(heartbeat_s or self.spec.heartbeat_s)
+            except WorkerGone as exc:
+                self.log_tail = worker.logs.tail
+                raise EvalFailure(self.stage, exc.error_type, exc.message) from exc
+            if message.type != "compiling":
+                break
+            self.result["compile_beats"] = self.result.get("compile_beats", 0) + 1
         if message.type == "failure":
             self.log_tail = worker.logs.tail
             error = EvalFailure(message.stage or self.stage, message.error_type or "runtime_error",

@@ -11,6 +11,9 @@ import ctypes
 import logging
 import mmap
 import os
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -47,16 +50,59 @@ def tune_allocator(largest_bytes: int = 0) -> None:
         pass
 
 
+class CompileBeat:
+    """Heartbeats while torch.compile builds code. Inductor's first build of a model's forward and
+    backward can be silent for minutes on a busy CPU, longer than the judge's heartbeat limit, so
+    a daemon thread sends a "compiling" message every `interval` seconds while dynamo compiles a
+    frame or a lazy backward (its public compile callbacks). Nothing is imported here: importing
+    torch._dynamo takes seconds, which a model without torch.compile never pays; :meth:`watch`
+    registers the callbacks once the candidate has imported it, between the judge's requests (so
+    the first compile of a model that calls torch.compile only inside its forward goes unbeaten)."""
+
+    def __init__(self, send: Callable[[Message], None], interval: float) -> None:
+        self.send, self.interval = send, interval
+        self.depth = 0
+        self.watching = False
+        threading.Thread(target=self._beat, name="plasa-compile-beat", daemon=True).start()
+
+    def watch(self) -> None:
+        if self.watching:
+            return
+        handler = getattr(sys.modules.get("torch._dynamo.callback"), "callback_handler", None)
+        if handler is not None:
+            handler.register_start_callback(self._started)
+            handler.register_end_callback(self._ended)
+            self.watching = True
+
+    def _started(self, _args) -> None:
+        self.depth += 1
+
+    def _ended(self, _args) -> None:
+        self.depth = max(0, self.depth - 1)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            if self.depth > 0:
+                try:
+                    self.send(Message("compiling"))
+                except (OSError, ValueError):  # the channel is closed: the worker is ending
+                    return
+
+
 class Worker:
     def __init__(self, request: WorkerRequest, channel, ops) -> None:
         self.request, self.channel, self.ops = request, channel, ops
         self.spec = Spec().replace(**request.overrides)
         self.workdir = Path(request.workdir)
         self.stage = "setup"
+        self.sending = threading.Lock()
+        self.beat = CompileBeat(self.send, self.spec.compile_beat_s)
 
     def send(self, message: Message) -> None:
-        self.channel.write(message.to_json() + "\n")
-        self.channel.flush()
+        with self.sending:  # the compile beat writes from its own thread
+            self.channel.write(message.to_json() + "\n")
+            self.channel.flush()
 
     def run(self) -> None:
         try:
@@ -66,6 +112,7 @@ class Worker:
                 op = Op.from_json(line)
                 if op.op == "exit":
                     break
+                self.beat.watch()
                 self.handle(op)
         except EvalFailure as exc:
             self.send(Message("failure", stage=exc.stage if exc.stage != "forward" else self.stage,
@@ -177,6 +224,7 @@ class Worker:
         """The judge's batch for `step` (it sends each one when the step two before it is done),
         and whether to count the step's FLOPs."""
         op = Op.from_json(next(self.ops))
+        self.beat.watch()
         if op.op != "batch":
             raise ProtocolError(f"the judge sent {op.op!r} where step {step}'s batch was due")
         return torch.tensor(op.tokens, dtype=torch.long), op.count
