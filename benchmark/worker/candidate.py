@@ -42,6 +42,22 @@ def raised_in_candidate(exc: BaseException, path: str) -> bool:
     return cause is not None and cause is not exc and raised_in_candidate(cause, path)
 
 
+BENCHMARK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def raised_in_evaluator(exc: BaseException) -> bool:
+    """True when `exc` was raised in a frame of the benchmark package: the innermost frame of its
+    traceback (a C function's error shows its Python caller). An error raised inside torch while
+    the evaluator's loop drives the candidate's model, optimizer or LR schedule (an lr_lambda that
+    returns None fails in torch's scheduler, after the candidate's frame has returned) is not."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(BENCHMARK_DIR)
+
+
 # torch.compile runs a candidate's code inside these packages (a failure there often has no frame of
 # the candidate file in its traceback: dynamo raises before the compiled frame runs).
 COMPILER_PACKAGES = ("torch._dynamo", "torch._inductor", "torch._functorch", "torch._higher_order_ops")

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from . import guard, sandbox
-from .candidate import build, compile_failure, import_candidate, raised_in_candidate, tail_traceback
+from .candidate import (build, compile_failure, import_candidate, raised_in_candidate, raised_in_evaluator,
+                        tail_traceback)
 from .train import Runtime, counted_flops, forward_logits, make_optimizer, train, train_step
 from .. import numerics, statefile
 from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, Message, Op, ProtocolError, WorkerRequest
@@ -119,7 +120,8 @@ class Worker:
                               error_type=exc.error_type, error=exc.message))
         except BaseException as exc:  # noqa: BLE001 - any exception becomes a failure message
             compiled = compile_failure(exc)
-            ours = not compiled and not raised_in_candidate(exc, self.request.candidate)
+            ours = self.stage == "setup" or (not compiled and not raised_in_candidate(exc, self.request.candidate)
+                                             and raised_in_evaluator(exc))
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             what = (f"torch.compile failed during {self.stage}: {type(exc).__name__}: {first} (fix what the "
                     "compiler reports below, or compile less: a submodule, fullgraph=False; the model must "

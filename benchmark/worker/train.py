@@ -69,8 +69,24 @@ def make_optimizer(model, module, spec, config) -> tuple:
                               f"the optimizer holds {len(foreign)} tensors that are not model parameters; "
                               "register every trained tensor as an nn.Parameter of the model")
     lr_hook = getattr(module, "lr_lambda", None)
-    scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lr_hook) if callable(lr_hook) else None)
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, checked_lr_lambda(lr_hook))
+                 if callable(lr_hook) else None)
     return optimizer, scheduler
+
+
+def checked_lr_lambda(hook: Callable[[int], float]) -> Callable[[int], float]:
+    """The candidate's lr_lambda, with a clear failure when it returns something other than a
+    finite number (torch's own error, raised in its scheduler, names neither the hook nor the step)."""
+    def multiplier(step: int) -> float:
+        value = hook(step)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+            raise EvalFailure("train", "runtime_error",
+                              f"lr_lambda({step}) returned {value!r:.100}; it must return a finite number "
+                              "(the multiplier of the base learning rate) at every step")
+        return value
+    return multiplier
 
 
 def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
