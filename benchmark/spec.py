@@ -117,6 +117,9 @@ class Spec:
     early_count_fraction: float = 0.01
     early_cpu_steps: int = 20
     early_cpu_margin: float = 2.0
+    # The training worker hands over its state dict at once after its last step; it may take at
+    # most this long (wall seconds; an honest 57 MB state takes well under one).
+    save_limit_s: float = 10.0
 
     # Reject a declared layer_top_k with one k in every layer (the progressive principle). Off only
     # for baselines and experiments (dense, uniform sparse), whose results are then unofficial.

@@ -257,13 +257,16 @@ class Evaluation:
                     self.state_verdicts(self.saved_state(worker), " (before training)")
                 self.direct_probes(worker, exchange, "untrained")
                 step_flops, cpu_per_step = self.train(worker)
+                # the scored state is taken the moment training ends: work the model does after its
+                # last step (training on kept batches inside a probe's forward) cannot reach it, and
+                # the replay below, after the probes, shows any change since
+                state = self.saved_state(worker)
                 self.direct_probes(worker, exchange, "trained")
                 self.enter("replay")
                 replay = probes.direct_plan(self.train_tokens, spec.replay_windows, spec.seq_len, self.rng)
                 self.replay_x = replay.x
                 self.replay_ref = probes.full_log_probs(  # fp32: see replay()
                     self.forward(worker, exchange, replay.x, "eval", "fp32"))
-                state = self.saved_state(worker)
             finally:
                 self.peak_rss_mb = worker.peak_rss_mb
                 exchange.close()
@@ -284,11 +287,19 @@ class Evaluation:
         return state
 
     def saved_state(self, worker: WorkerProcess) -> dict:
-        """The training worker's state dict, as it writes it now (read once, every offset checked)."""
+        """The training worker's state dict, as it writes it now (read once, every offset checked).
+        Writing it takes an honest model well under a second: one that takes over
+        spec.save_limit_s (training on inside state_dict()) is stopped."""
         stage, spec = self.stage, self.spec
         self.enter("save")
+        t0 = time.perf_counter()
         worker.send(Op("save"))
         self.expect(worker, "saved")
+        took = time.perf_counter() - t0
+        if not spec.experiment:
+            self.verdict_now(check("save_time", took <= spec.save_limit_s,
+                                   f"handing over the state dict took {took:.1f} s (limit {spec.save_limit_s:g} s): "
+                                   "state_dict() must only return the model's tensors, not train or compute"), "")
         self.enter(stage)
         max_bytes = 8 * int(spec.reference_params * spec.max_params_ratio) * 4
         try:

@@ -98,3 +98,19 @@ def test_files_written_into_the_ram_backed_worker_folder_count_against_the_memor
     """Each worker wrote 2 GiB into its folder in /dev/shm (RAM), invisible to resident memory."""
     result = _run("tmpfs_memory_bypass", tmp_path, memory_limit_mb=3000)
     assert not result["valid"] and result["error_type"] == "memory_limit", result.get("error")
+
+
+def test_training_after_the_last_step_cannot_reach_the_scored_state():
+    """The state is taken the moment training ends; the model's later training (inside the
+    trained probes' first forward) shows in the replay against the fresh process."""
+    result = _run("train_after_last_step")
+    assert not result["valid"], result.get("error")
+    failed = [c["name"] for c in result["checks"] if not c["passed"]]
+    assert "probe:replay" in failed, (failed, result.get("error"))
+
+
+def test_training_inside_state_dict_is_stopped_by_the_save_limit():
+    """The same training done as the state is handed over: saving has a time limit (2 s here, for
+    30 extra steps; an honest save takes well under one)."""
+    result = _run("train_in_state_dict", overrides={"save_limit_s": 2.0})
+    assert not result["valid"] and result["error_type"] == "save_time", (result.get("error_type"), result.get("error"))
