@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..protocol import Message, Op, ProtocolError, WorkerRequest
+from .cpugroup import CpuGroup
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL_CHARS = 6000
@@ -216,11 +217,24 @@ class WorkerProcess:
         read_fd, write_fd = os.pipe()
         env = worker_env(workdir, threads, extra_env)
         prefix, self.isolation = isolation() if isolate else ((), "no namespaces (disabled)")
+        group = self.group = CpuGroup.create()
+
+        def preexec() -> None:  # in the child, before exec: nothing of the worker has run yet
+            _set_pdeathsig()
+            if group is not None:
+                group.join()
+
         self.proc = subprocess.Popen(
             list(prefix) + [sys.executable, "-m", "benchmark.worker", str(write_fd)], cwd=str(workdir), env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,), start_new_session=True, preexec_fn=_set_pdeathsig)
+            pass_fds=(write_fd,), start_new_session=True, preexec_fn=preexec)
         os.close(write_fd)
+        if group is not None and not group.holds(self.proc.pid):
+            group.remove(0.0)
+            self.group = None
+        self.isolation += (f"; CPU time from its own {self.group.describe}" if self.group is not None else
+                           "; CPU time from /proc (no cgroup could be made: a child the kernel reaps "
+                           "itself is not counted)")
         self.logs = _LogReader(self.proc.stdout, echo)
         self.logs.start()
         self._channel = os.fdopen(read_fd, "rb")
@@ -316,7 +330,13 @@ class WorkerProcess:
             time.sleep(POLL_S)
 
     def cpu_s(self) -> float:
-        """CPU seconds of the worker and its helpers (read from /proc, outside its reach)."""
+        """CPU seconds of the worker and its helpers, outside its reach: from its cgroup (every
+        process it ever started) where it has one, else from /proc."""
+        if self.group is not None:
+            try:
+                return self.group.cpu_s()
+            except (OSError, ValueError):
+                pass
         return usage(descendants(self.proc.pid, self.tracked))[1]
 
     def _kill(self, reason: tuple) -> None:
@@ -354,6 +374,8 @@ class WorkerProcess:
             pass
         self.logs.join(timeout=5)
         self._watchdog.join(timeout=5)
+        if self.group is not None:
+            self.group.remove()
         streams = [self.proc.stdin]
         if not any(t.is_alive() for t in threading.enumerate() if t.name == self._reader_name):
             streams.append(self._channel)  # never close a stream a blocked reader holds (it would wait)
