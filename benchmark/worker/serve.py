@@ -51,6 +51,24 @@ def tune_allocator(largest_bytes: int = 0) -> None:
         pass
 
 
+def module_tensors(model: torch.nn.Module) -> list:
+    """[(module, "_parameters" or "_buffers", name, tensor)] for every parameter and buffer, read
+    from each module's own dictionaries (``vars``, never a method a subclass can override)."""
+    out, seen, stack = [], set(), [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        attributes = vars(module)
+        for table in ("_parameters", "_buffers"):
+            for name, tensor in attributes.get(table, {}).items():
+                if isinstance(tensor, torch.Tensor):
+                    out.append((module, table, name, tensor))
+        stack.extend(m for m in attributes.get("_modules", {}).values() if m is not None)
+    return out
+
+
 class CompileBeat:
     """Heartbeats while torch.compile builds code. Inductor's first build of a model's forward and
     backward can be silent for minutes on a busy CPU, longer than the judge's heartbeat limit, so
@@ -235,9 +253,13 @@ class Worker:
         """FLOPs of a training step as the loop runs it, with a throwaway optimizer: two steps, the
         second counted (an optimizer's first step may do one-off work). The model's parameters and
         buffers are put back bit for bit and the RNG restored, so training starts from the same
-        untrained model."""
+        untrained model. The tensors are found in the modules' own dictionaries (:func:`module_tensors`),
+        never through a method the candidate may override (a state_dict(keep_vars=True) that
+        returned copies made the restore write into the copies: the model kept 50 extra passes of
+        the trial's first step)."""
         model = self.model
-        saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+        before = module_tensors(model)
+        saved = [tensor.detach().clone() for *_, tensor in before]
         optimizer, scheduler = make_optimizer(model, self.module, self.spec, self.config)
         params = [p for p in model.parameters() if p.requires_grad]
         window = torch.tensor(tokens, dtype=torch.long)
@@ -248,11 +270,14 @@ class Worker:
         with guard.fork_rng(devices=devices):
             step(True)
             _, flops = counted_flops(lambda: step(False))
-        with torch.no_grad():
-            for name, tensor in model.state_dict(keep_vars=True).items():
-                tensor.detach().copy_(saved[name])
-        for p in model.parameters():
-            p.grad = None
+        with torch.no_grad():  # the same tensor objects, in their places, with their values
+            for (module, table, name, tensor), copy in zip(before, saved):
+                if tensor.shape == copy.shape and tensor.dtype == copy.dtype:
+                    tensor.detach().copy_(copy)
+                    tensor.grad = None
+                else:  # resized through .data: the untrained copy takes its place
+                    tensor = torch.nn.Parameter(copy, tensor.requires_grad) if table == "_parameters" else copy
+                vars(module)[table][name] = tensor
         return flops
 
     def train(self, steps: int) -> None:

@@ -114,3 +114,15 @@ def test_training_inside_state_dict_is_stopped_by_the_save_limit():
     30 extra steps; an honest save takes well under one)."""
     result = _run("train_in_state_dict", overrides={"save_limit_s": 2.0})
     assert not result["valid"] and result["error_type"] == "save_time", (result.get("error_type"), result.get("error"))
+
+
+def test_the_trial_restores_the_model_whatever_its_state_dict_returns(tmp_path):
+    """The trial's first step trained 50 extra passes on batch 0 and a state_dict(keep_vars=True)
+    handing out copies kept them (3.8x the reference's score): the restore now reads the modules'
+    own tensors, and the run is the reference's (up to its own AdamW, unfused: 5e-9 nats)."""
+    from tests.adversarial.cheats import REFERENCE
+
+    reference = evaluate_tiny(REFERENCE)
+    result = _run("trial_restore_bypass")
+    assert result["valid"], result.get("error")
+    assert abs(result["val_loss"] - reference["val_loss"]) < 1e-6, (result["val_loss"], reference["val_loss"])
