@@ -69,6 +69,24 @@ def module_tensors(model: torch.nn.Module) -> list:
     return out
 
 
+def snapshot(model: torch.nn.Module) -> tuple:
+    """(:func:`module_tensors`, a copy of each) for :func:`restore`."""
+    before = module_tensors(model)
+    return before, [tensor.detach().clone() for *_, tensor in before]
+
+
+def restore(before: list, saved: list) -> None:
+    """Puts the same tensor objects back in their places with their saved values (and no grad)."""
+    with torch.no_grad():
+        for (module, table, name, tensor), copy in zip(before, saved):
+            if tensor.shape == copy.shape and tensor.dtype == copy.dtype:
+                tensor.detach().copy_(copy)
+                tensor.grad = None
+            else:  # resized through .data: the saved copy takes its place
+                tensor = torch.nn.Parameter(copy, tensor.requires_grad) if table == "_parameters" else copy
+            vars(module)[table][name] = tensor
+
+
 class CompileBeat:
     """Heartbeats while torch.compile builds code. Inductor's first build of a model's forward and
     backward can be silent for minutes on a busy CPU, longer than the judge's heartbeat limit, so
@@ -225,6 +243,10 @@ class Worker:
         rt = Runtime(self.rt.device, op.precision)
         run: Callable[[], torch.Tensor] = lambda: forward_logits(  # noqa: E731
             self.model, x, rt, self.spec.vocab_size, self.stage, grad=op.mode == "train")
+        # a train-mode probe leaves the model as it found it: a buffer an honest model advances in
+        # a train-mode forward (a step counter behind its own schedule, running statistics) would
+        # otherwise differ between the two forwards a probe compares, and in what comes after
+        kept = snapshot(self.model) if op.mode == "train" else None
         if op.dropout_seed is not None:
             devices = [self.rt.device] if self.rt.device.type == "cuda" else []
             with guard.fork_rng(devices=devices):
@@ -233,6 +255,8 @@ class Worker:
         else:
             logits = run()
         logits = logits.detach()
+        if kept is not None:
+            restore(*kept)
         if logits.dtype not in (torch.float32, torch.bfloat16):
             logits = logits.float()
         dtype = "bfloat16" if logits.dtype == torch.bfloat16 else "float32"
@@ -258,8 +282,7 @@ class Worker:
         returned copies made the restore write into the copies: the model kept 50 extra passes of
         the trial's first step)."""
         model = self.model
-        before = module_tensors(model)
-        saved = [tensor.detach().clone() for *_, tensor in before]
+        before, saved = snapshot(model)
         optimizer, scheduler = make_optimizer(model, self.module, self.spec, self.config)
         params = [p for p in model.parameters() if p.requires_grad]
         window = torch.tensor(tokens, dtype=torch.long)
@@ -270,14 +293,7 @@ class Worker:
         with guard.fork_rng(devices=devices):
             step(True)
             _, flops = counted_flops(lambda: step(False))
-        with torch.no_grad():  # the same tensor objects, in their places, with their values
-            for (module, table, name, tensor), copy in zip(before, saved):
-                if tensor.shape == copy.shape and tensor.dtype == copy.dtype:
-                    tensor.detach().copy_(copy)
-                    tensor.grad = None
-                else:  # resized through .data: the untrained copy takes its place
-                    tensor = torch.nn.Parameter(copy, tensor.requires_grad) if table == "_parameters" else copy
-                vars(module)[table][name] = tensor
+        restore(before, saved)
         return flops
 
     def train(self, steps: int) -> None:
