@@ -258,15 +258,17 @@ class Evaluation:
                 self.direct_probes(worker, exchange, "untrained")
                 step_flops, cpu_per_step = self.train(worker)
                 # the scored state is taken the moment training ends: work the model does after its
-                # last step (training on kept batches inside a probe's forward) cannot reach it, and
-                # the replay below, after the probes, shows any change since
+                # last step (training on kept batches inside the next forward) cannot reach it, and
+                # the replay windows, answered next, show any change since. The trained probes come
+                # last: a buffer an honest model updates in a train-mode forward (running
+                # statistics) may move there, after the replay's reference is taken.
                 state = self.saved_state(worker)
-                self.direct_probes(worker, exchange, "trained")
                 self.enter("replay")
                 replay = probes.direct_plan(self.train_tokens, spec.replay_windows, spec.seq_len, self.rng)
                 self.replay_x = replay.x
                 self.replay_ref = probes.full_log_probs(  # fp32: see replay()
                     self.forward(worker, exchange, replay.x, "eval", "fp32"))
+                self.direct_probes(worker, exchange, "trained")
             finally:
                 self.peak_rss_mb = worker.peak_rss_mb
                 exchange.close()

@@ -101,8 +101,8 @@ def test_files_written_into_the_ram_backed_worker_folder_count_against_the_memor
 
 
 def test_training_after_the_last_step_cannot_reach_the_scored_state():
-    """The state is taken the moment training ends; the model's later training (inside the
-    trained probes' first forward) shows in the replay against the fresh process."""
+    """The state is taken the moment training ends; the model's later training (inside its next
+    forward, the replay's) shows in the replay against the fresh process."""
     result = _run("train_after_last_step")
     assert not result["valid"], result.get("error")
     failed = [c["name"] for c in result["checks"] if not c["passed"]]

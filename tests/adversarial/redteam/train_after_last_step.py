@@ -1,6 +1,6 @@
 """Red team: free training after the last step. The model keeps every training batch in Python and,
-on the first eval-mode forward after training (the judge's trained probes, past the last CPU
-reading), trains two more epochs over them before answering (scored 9.2x the reference at 30
+on the first eval-mode forward after training (past the judge's last CPU reading), trains two
+more epochs over them before answering (scored 9.2x the reference at 30
 steps when the state was taken after the probes). The rest is the reference:
 
 PLASA reference candidate: a 4-layer language model with Per-Layer Adaptive Sparse Attention.
