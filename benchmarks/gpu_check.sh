@@ -38,7 +38,7 @@
 #        PYTHON=python3 bash benchmarks/gpu_check.sh runs/data "$OUT/gpu_check.json"
 #      (the logs come back too: $OUT/gpu_check.logs/*.log, 5 files in all)
 #   3. here, commit the summary under docs/gpu/, e.g. docs/gpu/gpu_check-YYYY-MM-DD-h200.json.
-# Locally: PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh ../shared/data /tmp/s.json --dry-run
+# Locally: PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh ../shared/data runs/gpu_check.json --dry-run
 #
 # Usage: bash benchmarks/gpu_check.sh DATA_DIR OUT_JSON [--dry-run]
 #   PYTHON (default python3): the interpreter the evaluator runs with (it needs torch).

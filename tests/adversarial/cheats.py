@@ -295,6 +295,110 @@ HONEST = {
 # Attacks from red-team sessions (tests/adversarial/test_redteam.py runs them with their own
 # budgets and asserts their outcome there).
 EVOLVE_END = "# EVOLVE-BLOCK-END\n"
+
+
+# Pieces of the third red-team session's attacks (2026-12-06).
+MODEL_FORWARD = "    def forward(self, input_ids):\n        T = input_ids.size(1)"
+KEEP_AND_TRAIN_ON = """    def forward(self, input_ids):
+        if self.training and torch.is_grad_enabled():
+            if not hasattr(self, "seen"):
+                self.seen = []
+            if not getattr(self, "extra_done", False):
+                self.seen.append(input_ids.detach().clone())
+        elif not self.training and len(getattr(self, "seen", [])) > 4 and not getattr(self, "extra_done", False):
+            # the first eval-mode call after training: the judge has already read the training
+            # worker's CPU time at the last step, so train more here
+            self.extra_done = True
+            self.train_more()
+        return self.forward_impl(input_ids)
+
+    def train_more(self):
+        opt = OPTIMIZERS[-1]
+        batches = self.seen[2:]  # the trial's copies of batch 0 left out
+        self.train()
+        with torch.enable_grad():
+            for epoch in range(EXTRA_EPOCHS):
+                for ids in batches:
+                    logits, aux = self.forward_impl(ids[:, :-1])
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+                    opt.zero_grad(set_to_none=True)
+                    (loss + aux).backward()
+                    torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+                    opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.eval()
+
+    def forward_impl(self, input_ids):
+        T = input_ids.size(1)"""
+TRAIN_IN_STATE_DICT = """    def state_dict(self, *args, **kwargs):
+        if len(getattr(self, "seen", [])) > 1:
+            self.train_more()  # EXTRA_EPOCHS epochs over what it kept, as the state is handed over
+        return super().state_dict(*args, **kwargs)
+
+"""
+TRAIN_ON_OPTIMIZER = """
+
+EXTRA_EPOCHS = {epochs}
+OPTIMIZERS = []
+
+
+def configure_optimizer(model, config):
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{{"params": decay, "weight_decay": 0.1}}, {{"params": rest, "weight_decay": 0.0}}],
+                            lr=3e-4, betas=(0.9, 0.95))
+    OPTIMIZERS.append(opt)
+    return opt
+"""
+STATE_DICT_COPIES = """    def state_dict(self, *args, keep_vars=False, **kwargs):
+        state = super().state_dict(*args, keep_vars=keep_vars, **kwargs)
+        if keep_vars:
+            # the trial saves state_dict(keep_vars=True) and copies it back into the same tensors:
+            # hand it copies, so the restore writes into copies and the real weights keep the trial
+            for name in list(state):
+                state[name] = state[name].detach().clone()
+        return state
+
+"""
+TRIAL_EXTRA_PASSES = """
+
+TRIAL_EXTRA = 50
+
+
+class TrialAdamW(torch.optim.AdamW):
+    \"\"\"The trial's optimizer (the first configure_optimizer call): its first step() (the trial's
+    uncounted first step, outside the CPU-time window) runs TRIAL_EXTRA more passes on batch 0.\"\"\"
+
+    def __init__(self, model, trial):
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        rest = [p for p in model.parameters() if p.dim() < 2]
+        super().__init__([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                         lr=3e-4, betas=(0.9, 0.95))
+        self.model, self.trial, self.calls = model, trial, 0
+
+    def step(self, closure=None):
+        super().step()
+        self.calls += 1
+        if not (self.trial and self.calls == 1):
+            return
+        ids = self.model.last_ids
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        for _ in range(TRIAL_EXTRA):
+            logits, aux = self.model(inputs)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            self.zero_grad(set_to_none=True)
+            (loss + aux).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            super().step()
+
+
+CALLS = []
+
+
+def configure_optimizer(model, config):
+    CALLS.append(1)
+    return TrialAdamW(model, trial=len(CALLS) == 1)
+"""
 REDTEAM = {
     "firstseen_shm_leak": Cheat(
         "the first-seen prefix leak with its table in System V shared memory, under a fixed key, "
@@ -442,6 +546,22 @@ REDTEAM = {
          '        _hoard()\n'
          'except OSError:\n'
          '    pass\n')),
+    "train_after_last_step": Cheat(
+        "keeps every training batch in Python and, on its first eval-mode forward after training (past "
+        "the judge's last CPU reading), trains two more epochs over them before answering: 9.2x the "
+        "reference's score at 30 steps when the state was taken after the trained probes",
+        edits=((MODEL_FORWARD, KEEP_AND_TRAIN_ON),), append=TRAIN_ON_OPTIMIZER.format(epochs=2)),
+    "train_in_state_dict": Cheat(
+        "the same training on kept batches, done inside state_dict() as the judge takes the state",
+        edits=((MODEL_FORWARD, TRAIN_IN_STATE_DICT + KEEP_AND_TRAIN_ON),),
+        append=TRAIN_ON_OPTIMIZER.format(epochs=10)),
+    "trial_restore_bypass": Cheat(
+        "state_dict(keep_vars=True) returns copies, so a restore through it writes into the copies; "
+        "the trial's first, uncounted step runs 50 extra passes on batch 0, which the model then "
+        "kept (3.8x the reference's score at 3 steps)",
+        edits=((MODEL_FORWARD, STATE_DICT_COPIES + MODEL_FORWARD
+                + "\n        if self.training and torch.is_grad_enabled():\n            self.last_ids = input_ids"),),
+        append=TRIAL_EXTRA_PASSES),
 }
 
 

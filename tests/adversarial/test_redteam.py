@@ -100,19 +100,19 @@ def test_files_written_into_the_ram_backed_worker_folder_count_against_the_memor
     assert not result["valid"] and result["error_type"] == "memory_limit", result.get("error")
 
 
-def test_training_after_the_last_step_cannot_reach_the_scored_state():
+def test_training_after_the_last_step_cannot_reach_the_scored_state(tmp_path):
     """The state is taken the moment training ends; the model's later training (inside its next
     forward, the replay's) shows in the replay against the fresh process."""
-    result = _run("train_after_last_step")
+    result = _run("train_after_last_step", tmp_path)
     assert not result["valid"], result.get("error")
     failed = [c["name"] for c in result["checks"] if not c["passed"]]
     assert "probe:replay" in failed, (failed, result.get("error"))
 
 
-def test_training_inside_state_dict_is_stopped_by_the_save_limit():
+def test_training_inside_state_dict_is_stopped_by_the_save_limit(tmp_path):
     """The same training done as the state is handed over: saving has a time limit (2 s here, for
     30 extra steps; an honest save takes well under one)."""
-    result = _run("train_in_state_dict", overrides={"save_limit_s": 2.0})
+    result = _run("train_in_state_dict", tmp_path, overrides={"save_limit_s": 2.0})
     assert not result["valid"] and result["error_type"] == "save_time", (result.get("error_type"), result.get("error"))
 
 
@@ -123,6 +123,6 @@ def test_the_trial_restores_the_model_whatever_its_state_dict_returns(tmp_path):
     from tests.adversarial.cheats import REFERENCE
 
     reference = evaluate_tiny(REFERENCE)
-    result = _run("trial_restore_bypass")
+    result = _run("trial_restore_bypass", tmp_path)
     assert result["valid"], result.get("error")
     assert abs(result["val_loss"] - reference["val_loss"]) < 1e-6, (result["val_loss"], reference["val_loss"])
