@@ -84,22 +84,56 @@ def _doc_split(index: int) -> str:
     return "validation" if bucket == 0 else "test" if bucket == 1 else "train"
 
 
+# Where a local copy of a document corpus may sit under the data folder, in order: the hub's own
+# layout (a download of HuggingFaceTB/smollm-corpus keeps cosmopedia-v2/train-000NN-of-00104.parquet),
+# then the data folder itself (a copy of just that folder's shards, or cosmopedia*.jsonl files).
+DOCUMENT_FOLDERS = ("cosmopedia-v2", "smollm-corpus/cosmopedia-v2", ".")
+# (datasets builder, file patterns): the hub's parquet shards first, else JSON lines of {"text": ...}.
+DOCUMENT_FORMATS = (("parquet", ("train-*.parquet", "cosmopedia*.parquet")),
+                    ("json", ("cosmopedia*.jsonl", "train-*.jsonl")))
+
+
+def document_files(data_dir: Path) -> Optional[tuple]:
+    """(builder, sorted files) of the first folder of :data:`DOCUMENT_FOLDERS` holding documents,
+    parquet before JSON lines (one form, never both: the sample ships the same rows as each); None
+    when there are none. Sorted names keep the hub's shard order."""
+    for sub in DOCUMENT_FOLDERS:
+        folder = data_dir / sub
+        for builder, patterns in DOCUMENT_FORMATS:
+            files = sorted({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+            if files:
+                return builder, files
+    return None
+
+
 def _documents_local(data_dir: Path, n_docs: int) -> Optional[Iterator[str]]:
-    files = sorted(data_dir.glob("cosmopedia*.jsonl")) + sorted(
-        (data_dir / "cosmopedia-v2").glob("*.jsonl"))
-    if not files:
+    """The first `n_docs` documents' text from local files (:func:`document_files`), streamed with
+    `datasets` (row by row: nothing is copied into the datasets cache, and a run reads only the
+    shards its documents are in)."""
+    found = document_files(data_dir)
+    if found is None:
         return None
+    builder, files = found
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError(f"reading {files[0].parent} needs the datasets package: pip install datasets") from exc
 
     def docs() -> Iterator[str]:
-        count = 0
-        for path in files:
-            with path.open(encoding="utf-8") as fh:
-                for line in fh:
-                    if count >= n_docs:
-                        return
-                    if line.strip():
-                        yield json.loads(line)["text"]
-                        count += 1
+        try:
+            rows = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                         streaming=True)
+            for i, row in zip(range(n_docs), rows):
+                text = row.get("text")
+                if not isinstance(text, str):
+                    raise DataError(f"document {i} under {files[0].parent} has no text column of strings "
+                                    f"(columns: {', '.join(row)}); cosmopedia rows hold their text in 'text'")
+                yield text
+        except DataError:
+            raise
+        except Exception as exc:  # a damaged shard, a JSON syntax error: name the files
+            raise DataError(f"could not read the {builder} files under {files[0].parent} "
+                            f"({type(exc).__name__}: {exc})") from exc
 
     return docs()
 
