@@ -32,7 +32,8 @@ class Result(TypedDict, total=False):
     steps_completed: int     # training steps the worker reported
     step_ms_median: float    # median wall time of a training step, between heartbeats
     param_count: int         # = params.total
-    params: dict             # {total, embedding, non_embedding: elements of the trained state;
+    params: dict             # {total, embedding, non_embedding: fp32 equivalents (bytes / 4, any
+                             #  dtype) of the trained state; bytes: its bytes, tied copies once;
                              #  flops_per_token: reported eval forward FLOPs / T;
                              #  step_flops: reported FLOPs of a training step, the largest of
                              #  the counted ones; trial_step_flops: of the trial step before

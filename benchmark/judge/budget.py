@@ -1,13 +1,16 @@
 """The judge's structural and budget verdicts (README "Rules").
 
 Decided from what the judge holds, never from a worker's word alone:
-- parameters: the elements of the trained state dict the training worker hands over (every
-  parameter and persistent buffer, in fp32 equivalents: an 8-byte element counts twice, so two
-  fp32 values cannot hide in one float64; tensors with identical contents, such as tied weights,
-  count once) <= spec.max_params_ratio x the reference's. The scoring worker must rebuild the model from
+- parameters: the bytes of the trained state dict the training worker hands over (every
+  parameter and persistent buffer), counted in fp32 equivalents (bytes / 4) whatever the dtype:
+  bytes are what packing cannot change (two bf16 values in an int32 or a float32, two fp32 in a
+  float64, four int8 in an int32 all hold the same bytes), so a bf16 tensor counts half an fp32
+  one and no dtype buys room; tensors with identical contents, such as tied weights, count once
+  <= spec.max_params_ratio x the reference's. The scoring worker must rebuild the model from
   exactly this state (strict load + the replay probe), so nothing trained can hide outside it;
 - token embedding: every tensor with a vocab_size-long dimension has at most vocab_size x
-  hidden_size elements (no wider embedding or output layer);
+  hidden_size x 4 bytes (no wider embedding or output layer than hidden_size in fp32, or the same
+  bytes in another dtype);
 - indexers: every layer whose declared k is below seq_len has its own lightning indexer, a module
   whose path has a part containing "indexer" (``blocks.1.attn.indexer``, ``indexers.1``) and that
   owns trained tensors;
@@ -30,9 +33,16 @@ import torch
 from ..result import EvalFailure, check
 
 
+def fp32_equivalents(nbytes: int) -> int:
+    """What `nbytes` of state count as: fp32 values holding as many bytes (rounded up)."""
+    return -(-nbytes // 4)
+
+
 def parameter_counts(state: dict, vocab: int) -> dict:
-    """Elements of the state; a tensor whose contents repeat another's (tied weights) counts once,
-    unless it is constant (zero-initialised norms are not ties). embedding = vocab-long tensors."""
+    """The state's bytes (`bytes`) and fp32 equivalents (bytes / 4: `total`, `embedding` of the
+    vocab-long tensors, `non_embedding`), whatever the dtypes; a tensor whose contents repeat
+    another's (tied weights) counts once, unless it is constant (zero-initialised norms are not
+    ties)."""
     seen, total, embedding = set(), 0, 0
     for name, tensor in state.items():
         if tensor.numel() > 1 and bool((tensor != tensor.reshape(-1)[0]).any()):
@@ -42,11 +52,13 @@ def parameter_counts(state: dict, vocab: int) -> dict:
             if key in seen:
                 continue
             seen.add(key)
-        size = tensor.numel() * max(1, tensor.element_size() // 4)  # 8-byte types hold two fp32
+        size = tensor.numel() * tensor.element_size()  # bytes: the one measure packing cannot change
         total += size
         if vocab in tensor.shape:
             embedding += size
-    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+    total_fp32, embedding_fp32 = fp32_equivalents(total), fp32_equivalents(embedding)
+    return {"total": total_fp32, "embedding": embedding_fp32, "non_embedding": total_fp32 - embedding_fp32,
+            "bytes": total}
 
 
 def indexer_modules(names) -> list:
@@ -84,13 +96,15 @@ def top_k_check(top_k, spec) -> dict:
 
 def structure_checks(state: dict, top_k, spec) -> list:
     results = []
-    wide = {n: tuple(t.shape) for n, t in state.items()
-            if spec.vocab_size in t.shape and t.numel() > spec.vocab_size * spec.hidden_size}
+    most = spec.vocab_size * spec.hidden_size * 4  # bytes of a hidden_size-wide fp32 embedding
+    wide = {n: f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in state.items()
+            if spec.vocab_size in t.shape and t.numel() * t.element_size() > most}
     results.append(check("embedding_width", not wide,
-                         f"tensors with a {spec.vocab_size}-long dimension and more than "
-                         f"{spec.vocab_size} x {spec.hidden_size} elements: {wide}; the token embedding "
-                         f"and output layer must be {spec.hidden_size} wide" if wide else
-                         f"no vocabulary tensor wider than {spec.hidden_size}"))
+                         f"tensors with a {spec.vocab_size}-long dimension and more than {most:,} bytes "
+                         f"({spec.vocab_size} x {spec.hidden_size} fp32 values; every dtype counts by its "
+                         f"bytes): {wide}; the token embedding and output layer must be {spec.hidden_size} "
+                         "wide in fp32 (or as many bytes in another dtype)" if wide else
+                         f"no vocabulary tensor over {spec.hidden_size} fp32 values wide"))
     top = top_k_check(top_k, spec)
     results.append(top)
     if top["passed"]:
@@ -114,9 +128,14 @@ def structure_checks(state: dict, top_k, spec) -> list:
 
 def param_check(counts: dict, spec) -> dict:
     limit = int(spec.reference_params * spec.max_params_ratio)
-    return check("param_budget", counts["total"] <= limit,
-                 f"{counts['total']:,} parameters and buffers in the state dict; limit {limit:,} "
-                 f"({spec.max_params_ratio}x the reference's {spec.reference_params:,})")
+    detail = (f"{counts['total']:,} fp32-equivalent parameters and buffers in the state dict "
+              f"({counts['bytes']:,} bytes / 4, whatever their dtype; tied copies count once); limit "
+              f"{limit:,} ({spec.max_params_ratio}x the reference's {spec.reference_params:,})")
+    if counts["total"] <= limit:
+        return check("param_budget", True, detail)
+    return check("param_budget", False, detail + ": make the model smaller, or store tensors in a smaller "
+                 "dtype (a bf16 tensor counts half an fp32 one; packing values into another dtype "
+                 "changes nothing, as bytes are counted)")
 
 
 def flops_check(step_flops: int, spec) -> dict:

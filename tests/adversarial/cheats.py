@@ -399,6 +399,33 @@ def configure_optimizer(model, config):
     CALLS.append(1)
     return TrialAdamW(model, trial=len(CALLS) == 1)
 """
+# Pieces of the fourth red-team session's attacks (issue 29).
+PACKED_STATE_DICT = """    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        return type(state)((k, v.view(torch.int32) if v.dtype == torch.bfloat16 else v)
+                           for k, v in state.items())
+
+    def load_state_dict(self, state_dict, strict=True, **kwargs):
+        own = super().state_dict()
+        return super().load_state_dict(
+            {k: v.view(torch.bfloat16) if k in own and own[k].dtype == torch.bfloat16 else v
+             for k, v in state_dict.items()}, strict=strict, **kwargs)
+
+"""
+STORE_BF16 = """
+
+class _AsFloat(nn.Module):
+    def forward(self, stored):
+        return stored.float()
+
+
+def _store_bf16(model):
+    for module in list(model.modules()):
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.dim() >= 2 and param.shape[-1] % 2 == 0:
+                setattr(module, name, nn.Parameter(param.detach().to(torch.bfloat16)))
+                torch.nn.utils.parametrize.register_parametrization(module, name, _AsFloat(), unsafe=True)
+"""
 REDTEAM = {
     "firstseen_shm_leak": Cheat(
         "the first-seen prefix leak with its table in System V shared memory, under a fixed key, "
@@ -562,6 +589,15 @@ REDTEAM = {
         edits=((MODEL_FORWARD, STATE_DICT_COPIES + MODEL_FORWARD
                 + "\n        if self.training and torch.is_grad_enabled():\n            self.last_ids = input_ids"),),
         append=TRIAL_EXTRA_PASSES),
+    "packed_bf16_params": Cheat(
+        "the fourth red-team pass's find: 1.19x the reference's parameters (4096-wide dense MLPs), "
+        "every matrix stored in bf16 (computed with as fp32) and handed over as two bf16 values per "
+        "int32 element, which the element count took for half as many parameters (0.6x)",
+        edits=(("MLP_WIDTH = 512 ", "MLP_WIDTH = 4096"),
+               ("        self.apply(self._init)\n",
+                "        self.apply(self._init)\n        _store_bf16(self)\n"),
+               (MODEL_FORWARD, PACKED_STATE_DICT + MODEL_FORWARD)),
+        append=STORE_BF16),
 }
 
 
