@@ -1,4 +1,7 @@
-"""PLASA-Bench evaluator: `python evaluator.py CANDIDATE` or `evaluate(program_path)`.
+"""PLASA-Bench evaluator: `python evaluator.py CANDIDATE` or `evaluate(program_path, **options)`.
+
+The options (device, overrides, search_id, features, cascade) are what a search config passes
+through OpenEvolve's `evaluator.evaluator_args` (0.4.1+); see benchmark/search/integration.py.
 
 The candidate file must define
 

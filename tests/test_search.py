@@ -107,7 +107,7 @@ def test_stage3_through_openevolve_entry_point_keeps_the_metric_keys(monkeypatch
 def _leaves(tree: dict, prefix: str = "") -> list:
     out = []
     for key, value in tree.items():
-        if isinstance(value, dict) and key not in ("extra_cmd_args",):
+        if isinstance(value, dict) and key not in ("extra_cmd_args", "evaluator_args"):  # their keys are ours
             out += _leaves(value, f"{prefix}{key}.")
         else:
             out.append(f"{prefix}{key}")
@@ -116,7 +116,8 @@ def _leaves(tree: dict, prefix: str = "") -> list:
 
 def test_openevolve_config_holds_only_keys_openevolve_reads():
     """OpenEvolve ignores unknown keys silently, and parses some it never reads
-    (evaluator.enable_artifacts in 0.4.0): every key must be a config field that its code uses."""
+    (evaluator.enable_artifacts in 0.4.0): every key must be a config field that its code uses.
+    evaluator.evaluator_args needs OpenEvolve 0.4.1 (its keys: tests/test_evaluator_args.py)."""
     pytest.importorskip("openevolve")
     yaml = pytest.importorskip("yaml")
     import dataclasses
@@ -131,7 +132,8 @@ def test_openevolve_config_holds_only_keys_openevolve_reads():
         node = Config
         for part in path.split("."):
             fields = {f.name: f for f in dataclasses.fields(node)}
-            assert part in fields, f"{path}: not a field of OpenEvolve's {node.__name__}"
+            assert part in fields, (f"{path}: not a field of OpenEvolve's {node.__name__} (the config targets "
+                                    "OpenEvolve 0.4.1: pip install openevolve==0.4.1)")
             node = fields[part].type if dataclasses.is_dataclass(fields[part].type) else None
             if node is None:
                 default = fields[part].default_factory if fields[part].default_factory is not dataclasses.MISSING else None

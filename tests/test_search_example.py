@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmark.judge.static_checks import check_source
 
@@ -53,6 +54,7 @@ def test_script_reads_the_program_from_either_frameworks_prompt():
                                                   "even_higher_learning_rate", "denser_middle_layers"]
 
 
+@pytest.mark.evaluation
 def test_example_search_end_to_end(tmp_path):
     """Both frameworks, two LLM proposals each (the learning-rate edit, then the cheat), the tiny
     budget, one extra seed in the noise stage."""
@@ -73,4 +75,6 @@ def test_example_search_end_to_end(tmp_path):
         assert all(r["attention_density"] == 0.5 for r in summary["programs"]), summary["programs"]
     assert "== openevolve" in proc.stdout and "REJECTED" in proc.stdout
     oe_config = (tmp_path / "openevolve" / "config.yaml").read_text()
-    assert "attention_density" in oe_config and "cascade_evaluation: true" in oe_config
+    evaluator_args = yaml.safe_load(oe_config)["evaluator"]["evaluator_args"]  # the cascade, the budget,
+    assert evaluator_args["cascade"] is True and evaluator_args["overrides"]["steps"] == 3  # the axis:
+    assert evaluator_args["features"] == ["attention_density"]  # all through OpenEvolve's evaluator_args

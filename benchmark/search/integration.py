@@ -2,10 +2,17 @@
 
 OpenEvolve imports evaluator.py by path and calls these from a thread of a process-pool worker;
 the hard limit of the isolated worker (spec.time_limit_s) fires before OpenEvolve's own timeout,
-which cannot stop a thread. Environment: PLASA_DATA_DIR, PLASA_TOKENIZER_DIR, PLASA_CACHE_DIR,
-PLASA_DEVICE (cpu or cuda), PLASA_OVERRIDES (JSON of spec fields; makes scores unofficial),
-PLASA_FEATURES (descriptors to add to the metrics for MAP-Elites, e.g. "attention_density"),
-PLASA_RAY_ADDRESS (run each evaluation as a task on that Ray cluster: benchmark.judge.placement).
+which cannot stop a thread.
+
+Options (:class:`SearchOptions`): OpenEvolve 0.4.1 passes its config's ``evaluator.evaluator_args``
+to ``evaluate()`` as keywords (only to evaluate(): its own cascade calls evaluate_stage1/2/3 with
+the program path alone, so ``cascade: true`` runs the cascade inside evaluate()). Each option
+falls back to an environment variable: device (PLASA_DEVICE, cpu or cuda), overrides
+(PLASA_OVERRIDES, JSON of spec fields; makes scores unofficial; the config's keys win over the
+variable's), search_id (PLASA_SEARCH_ID: the noise stage's best per search), features
+(PLASA_FEATURES: descriptors to add to the metrics for MAP-Elites, e.g. "attention_density").
+PLASA_DATA_DIR, PLASA_TOKENIZER_DIR, PLASA_CACHE_DIR and PLASA_RAY_ADDRESS (run each evaluation
+as a task on that Ray cluster: benchmark.judge.placement) are read from the environment.
 
 The metrics hold only numbers where higher is better, and the same keys from every stage and on
 failure (so a later stage's numbers replace an earlier one's): OpenEvolve's prompt calls an
@@ -19,10 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import traceback
+from dataclasses import dataclass
+from typing import Optional
 
 from .feedback import artifacts
-from ..result import descriptors, sanitize_score
+from ..result import SCHEMA, descriptors, failure, sanitize_score
 from ..judge.runner import evaluate_file
 from ..spec import Spec
 
@@ -39,8 +49,10 @@ def relative_score(result: dict, spec: Spec) -> float:
     return sanitize_score(spec.reference_val_ppl / ppl)
 
 
-def feature_names() -> tuple:
-    text = os.environ.get("PLASA_FEATURES", "").strip()
+def feature_names(text: Optional[str] = None) -> tuple:
+    """The descriptors named in `text` (comma-separated, or "all"; default PLASA_FEATURES); unknown
+    names are left out with a warning."""
+    text = (os.environ.get("PLASA_FEATURES", "") if text is None else text).strip()
     if not text:
         return ()
     names = DESCRIPTORS if text == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
@@ -50,21 +62,21 @@ def feature_names() -> tuple:
     return tuple(n for n in names if n in DESCRIPTORS)
 
 
-def search_metrics(result: dict, spec: Spec) -> dict:
+def search_metrics(result: dict, spec: Spec, features: Optional[tuple] = None) -> dict:
     """combined_score, relative_score, val_acc (0.0 on failure), the multi-seed fields when
-    present, and the descriptors PLASA_FEATURES asks for (0.0 where unknown)."""
+    present, and the descriptors `features` (default PLASA_FEATURES) asks for (0.0 where unknown)."""
     metrics = {"combined_score": sanitize_score(result.get("combined_score")),
                "relative_score": relative_score(result, spec),
                "val_acc": sanitize_score(result.get("val_acc")) if result.get("valid") else 0.0}
     found = result.get("descriptors") or descriptors(result)
-    for name in feature_names():
+    for name in feature_names() if features is None else features:
         value = found.get(name)
         metrics[name] = float(value) if isinstance(value, (int, float)) else 0.0
     return metrics
 
 
-def _package(result: dict, spec: Spec):
-    metrics, arts = search_metrics(result, spec), artifacts(result)
+def _package(result: dict, spec: Spec, features: Optional[tuple] = None):
+    metrics, arts = search_metrics(result, spec, features), artifacts(result)
     try:
         from openevolve.evaluation_result import EvaluationResult
     except ImportError:
@@ -95,11 +107,49 @@ def _guarded(program_path: str, run) -> dict:
                 "traceback": traceback.format_exc()[-3000:]}
 
 
-def _spec() -> Spec:
-    try:
-        return Spec().replace(**env_overrides())
-    except Exception:  # reported by the evaluation itself
-        return Spec()
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a search passes to evaluate(): the keywords of OpenEvolve's evaluator.evaluator_args,
+    each over its environment variable (module docstring)."""
+
+    device: str         # cpu or cuda (several GPUs: each evaluation takes a free one)
+    overrides: dict     # spec fields, e.g. {"steps": 200}: an unofficial budget
+    search_id: str      # the noise stage keeps the best score per search id ("": shared)
+    features: tuple     # descriptors added to the metrics, e.g. ("attention_density",)
+    cascade: bool       # evaluate() runs stage 1, then the noise-aware full evaluation (stage 3)
+
+    @classmethod
+    def resolve(cls, device: Optional[str] = None, overrides: Optional[dict] = None,
+                search_id: Optional[str] = None, features=None, cascade: bool = False) -> "SearchOptions":
+        """ValueError naming the option and what it takes when one is malformed."""
+        device = os.environ.get("PLASA_DEVICE", "cpu") if device is None else device
+        if not isinstance(device, str) or not DEVICE.fullmatch(device):
+            raise ValueError(f"device {device!r}: expected cpu, cuda (a free GPU each) or cuda:N")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ValueError(f"overrides must be a mapping of spec fields, e.g. {{steps: 200}}; got {overrides!r}")
+        search_id = os.environ.get("PLASA_SEARCH_ID", "") if search_id is None else search_id
+        if not isinstance(search_id, str):
+            raise ValueError(f"search_id must be a string; got {search_id!r}")
+        if features is None:
+            names = feature_names()
+        else:
+            names = features
+            if isinstance(features, str):  # "attention_density,param_count" or "all", as PLASA_FEATURES
+                names = DESCRIPTORS if features == "all" else tuple(n.strip() for n in features.split(","))
+            if not isinstance(names, (list, tuple)) or set(names) - set(DESCRIPTORS):
+                raise ValueError(f"features {features!r}: expected a list drawn from {', '.join(DESCRIPTORS)}")
+        if not isinstance(cascade, bool):
+            raise ValueError(f"cascade must be true or false; got {cascade!r}")
+        return cls(device, dict(env_overrides(), **(overrides or {})), search_id, tuple(names), cascade)
+
+    def spec(self) -> Spec:
+        try:
+            return Spec().replace(**self.overrides)
+        except Exception:  # reported by the evaluation itself
+            return Spec()
 
 
 def _evaluate(program_path: str, **kwargs) -> dict:
@@ -112,38 +162,58 @@ def _evaluate(program_path: str, **kwargs) -> dict:
     return evaluate_file(program_path, **kwargs)
 
 
-def _run(program_path: str, mode: str):
-    result = _guarded(program_path, lambda: _evaluate(
-        program_path, mode=mode, device=os.environ.get("PLASA_DEVICE", "cpu"),
-        overrides=env_overrides(), progress=False))
-    return _package(result, _spec())
+def _stage(program_path: str, stage: str, options: dict):
+    """One stage's metrics and artifacts: "stage1", "full", "noise" (stage 3) or "cascade" (stage
+    1, then stage 3 when it passed). A malformed option is a usage_error result, never a raise."""
+    try:
+        opts = SearchOptions.resolve(**options)
+    except (TypeError, ValueError) as exc:
+        result = failure({"schema": SCHEMA, "spec_version": Spec().version}, "setup", "usage_error",
+                         f"evaluator option: {exc} (evaluator_args in the search config, or PLASA_* "
+                         "in the environment; see benchmark/search/integration.py)")
+        return _package(result, Spec(), ())
+    common = dict(overrides=opts.overrides, device=opts.device, progress=False)
+
+    def run() -> dict:
+        if stage in ("stage1", "cascade"):
+            first = _evaluate(program_path, mode="stage1", **common)
+            if stage == "stage1" or not first.get("valid"):
+                return first
+        if stage == "full":
+            return _evaluate(program_path, mode="full", **common)
+        from .noise import evaluate_noise_aware
+
+        return evaluate_noise_aware(program_path, evaluate=_evaluate, search_id=opts.search_id,
+                                    mode="full", **common)
+
+    return _package(_guarded(program_path, run), opts.spec(), opts.features)
 
 
-def evaluate(program_path: str):
-    """Full evaluation (official budget) of one candidate file."""
-    return _run(program_path, "full")
+def evaluate(program_path: str, *, device: Optional[str] = None, overrides: Optional[dict] = None,
+             search_id: Optional[str] = None, features=None, cascade: bool = False):
+    """Full evaluation (official budget) of one candidate file; with cascade=True, stage 1 and then
+    the noise-aware stage 3 (what OpenEvolve's own cascade runs, in one call). The keywords are
+    OpenEvolve's evaluator_args (named, so OpenEvolve 0.4.1 refuses a misspelt key at start-up)."""
+    options = dict(device=device, overrides=overrides, search_id=search_id, features=features, cascade=cascade)
+    return _stage(program_path, "cascade" if cascade is True else "full", options)
 
 
-def evaluate_stage1(program_path: str):
+def evaluate_stage1(program_path: str, **options):
     """Cascade stage 1: static checks, build, budget and causality probes, a smoke training.
-    combined_score is 0.0 on failure and spec.stage1_pass_score (tiny) on pass."""
-    return _run(program_path, "stage1")
+    combined_score is 0.0 on failure and spec.stage1_pass_score (tiny) on pass. `options` as for
+    evaluate() (OpenEvolve 0.4.1 passes none to a stage: they come from the environment)."""
+    return _stage(program_path, "stage1", options)
 
 
-def evaluate_stage2(program_path: str):
+def evaluate_stage2(program_path: str, **options):
     """Cascade stage 2: the full evaluation (one seed)."""
-    return _run(program_path, "full")
+    return _stage(program_path, "full", options)
 
 
-def evaluate_stage3(program_path: str):
+def evaluate_stage3(program_path: str, **options):
     """Cascade stage 3, noise-aware selection (benchmark.search.noise): when the one-seed score
     (stage 2's run, from the cache) is within spec.noise_band_sigmas seed standard deviations of
     the best score this search has seen (kept in PLASA_CACHE_DIR), the candidate is trained on
     spec.stage3_extra_seeds more seeds and combined_score becomes the mean over all seeds (n_seeds
     and the spread are in the artifacts). Elsewhere the one-seed result stands."""
-    from .noise import evaluate_noise_aware
-
-    result = _guarded(program_path, lambda: evaluate_noise_aware(
-        program_path, overrides=env_overrides(), evaluate=_evaluate,
-        device=os.environ.get("PLASA_DEVICE", "cpu"), mode="full", progress=False))
-    return _package(result, _spec())
+    return _stage(program_path, "noise", options)

@@ -4,8 +4,8 @@ One seed's perplexity varies by spec.seed_std_fraction (1.0% for the reference o
 a search that keeps one-seed scores keeps lucky seeds as elites. Stage 3 re-runs only candidates
 whose one-seed score is within spec.noise_band_sigmas standard deviations of the best score seen
 so far, where an extra seed can change the ranking; the best is kept per spec (budget, data, ...)
-and PLASA_SEARCH_ID in PLASA_CACHE_DIR/search_best.json, shared by parallel evaluations under a
-file lock.
+and search id (the search config's search_id, else PLASA_SEARCH_ID) in
+PLASA_CACHE_DIR/search_best.json, shared by parallel evaluations under a file lock.
 """
 
 from __future__ import annotations
@@ -25,32 +25,33 @@ def _path() -> Path:
     return cache_dir() / "search_best.json"
 
 
-def _key(spec: Spec) -> str:
-    """Per spec (the best is over seeds) and per PLASA_SEARCH_ID, which concurrent searches sharing
-    one cache set to keep their own best (unset: every search on this cache shares one)."""
+def _key(spec: Spec, search_id: Optional[str] = None) -> str:
+    """Per spec (the best is over seeds) and per search id (`search_id`, else PLASA_SEARCH_ID), which
+    concurrent searches sharing one cache set to keep their own best (unset: every search on this
+    cache shares one)."""
     fields = dataclasses.asdict(spec)
     fields.pop("seed", None)
-    fields["search_id"] = os.environ.get("PLASA_SEARCH_ID", "")
+    fields["search_id"] = os.environ.get("PLASA_SEARCH_ID", "") if search_id is None else search_id
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def best_score(spec: Spec) -> Optional[float]:
+def best_score(spec: Spec, search_id: Optional[str] = None) -> Optional[float]:
     try:
-        return float(json.loads(_path().read_text())[_key(spec)])
+        return float(json.loads(_path().read_text())[_key(spec, search_id)])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def near_best(result: dict, spec: Spec) -> bool:
+def near_best(result: dict, spec: Spec, search_id: Optional[str] = None) -> bool:
     """True when the result's score could be the best within seed noise (or nothing is known)."""
-    best = best_score(spec)
+    best = best_score(spec, search_id)
     score = result.get("combined_score") or 0.0
     if best is None or best <= 0:
         return True
     return score >= best * (1.0 - spec.noise_band_sigmas * spec.seed_std_fraction)
 
 
-def record_best(result: dict, spec: Spec) -> None:
+def record_best(result: dict, spec: Spec, search_id: Optional[str] = None) -> None:
     score = result.get("combined_score")
     if not isinstance(score, (int, float)) or not score > 0:
         return
@@ -60,17 +61,18 @@ def record_best(result: dict, spec: Spec) -> None:
             table = json.loads(path.read_text())
         except (OSError, ValueError):
             table = {}
-        key = _key(spec)
+        key = _key(spec, search_id)
         if score > float(table.get(key, 0.0)):
             table[key] = float(score)
             atomic_write(path, json.dumps(table, indent=1).encode())
 
 
-def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, evaluate=None, **kwargs) -> dict:
-    """One seed (from the cache when stage 2 ran it); when that score is near the best seen,
-    spec.stage3_extra_seeds more seeds and their mean (benchmark.analysis.multiseed.aggregate).
-    Records the best. The result carries n_seeds either way. `evaluate` is evaluate_file or a
-    stand-in with its signature (a Ray task)."""
+def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, evaluate=None,
+                         search_id: Optional[str] = None, **kwargs) -> dict:
+    """One seed (from the cache when stage 2 ran it); when that score is near the best seen by this
+    search (`search_id`, else PLASA_SEARCH_ID), spec.stage3_extra_seeds more seeds and their mean
+    (benchmark.analysis.multiseed.aggregate). Records the best. The result carries n_seeds either
+    way. `evaluate` is evaluate_file or a stand-in with its signature (a Ray task)."""
     from ..analysis.multiseed import aggregate
 
     if evaluate is None:
@@ -82,8 +84,8 @@ def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, ev
     first = evaluate(candidate, overrides=overrides, **kwargs)
     if not first.get("valid"):
         return first
-    if not near_best(first, spec):
-        record_best(first, spec)
+    if not near_best(first, spec, search_id):
+        record_best(first, spec, search_id)
         return dict(first, n_seeds=1)
     runs = [first]
     for i in range(1, 1 + spec.stage3_extra_seeds):
@@ -92,5 +94,5 @@ def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, ev
             break
     result = aggregate(runs, 1 + spec.stage3_extra_seeds)
     if result.get("valid"):
-        record_best(result, spec)
+        record_best(result, spec, search_id)
     return result

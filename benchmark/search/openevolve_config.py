@@ -13,9 +13,10 @@ from ..spec import SPEC
 
 REPO = Path(__file__).resolve().parents[2]
 PROPOSAL = REPO / "initial_proposal.txt"
-# OpenEvolve's own timeout must exceed the evaluator's hard limit, so ours fires first (an
-# OpenEvolve timeout cannot stop the thread running evaluate()).
-OPENEVOLVE_TIMEOUT_S = int(SPEC.time_limit_s) + 120
+# OpenEvolve's own timeout must exceed the evaluator's hard limits, so ours fire first (an
+# OpenEvolve timeout cannot stop the thread running evaluate()): one call of evaluate() with
+# cascade runs stage 1 and up to 1 + stage3_extra_seeds full evaluations, each under its own limit.
+OPENEVOLVE_TIMEOUT_S = int((2 + SPEC.stage3_extra_seeds) * SPEC.time_limit_s) + 120
 MAX_CODE_LENGTH = 30000  # initial_program.py is ~13k characters; OpenEvolve's default is 10k
 
 
@@ -27,6 +28,8 @@ def render() -> str:
 # initial_proposal.txt; do not edit by hand. Run from the repository root:
 #   openevolve-run initial_program.py evaluator.py --config configs/openevolve.yaml --iterations 100
 # with PLASA_DATA_DIR / PLASA_TOKENIZER_DIR set and your model endpoint below (or OPENAI_API_KEY).
+# Needs OpenEvolve 0.4.1+ (evaluator.evaluator_args; 0.4.0 ignores them and runs full evaluations
+# without the cascade).
 max_iterations: 100
 checkpoint_interval: 10
 log_level: INFO
@@ -55,28 +58,34 @@ database:
   population_size: 200
   archive_size: 50
   num_islands: 4
-  # OpenEvolve's own axes. For PLASA axes, set PLASA_FEATURES=attention_density (or
-  # forward_flops_per_token, param_count, all) in the environment and list them here, e.g.
+  # OpenEvolve's own axes. For PLASA axes, add features: [attention_density] (or
+  # forward_flops_per_token, param_count) to evaluator_args below and list them here, e.g.
   # ["attention_density", "complexity"]: the evaluator then adds them to its metrics (OpenEvolve's
   # prompt then reads attempts whose descriptor changed as "mixed", which is why they are opt-in).
   feature_dimensions: ["complexity", "diversity"]
 
 evaluator:
-  # Above the evaluator's hard wall-clock limit ({SPEC.time_limit_s:.0f} s), which kills the worker first.
+  # Above the evaluator's hard wall-clock limits ({SPEC.time_limit_s:.0f} s an evaluation; a cascade
+  # runs up to {2 + SPEC.stage3_extra_seeds}), which kill the worker first.
   timeout: {OPENEVOLVE_TIMEOUT_S}
   # evaluate() never raises and a failure is deterministic: retrying only repeats it.
   max_retries: 0
-  # Stage 1 (static checks, build, budget, causality probes, {SPEC.smoke_steps}-step smoke run, ~10 s)
-  # returns {SPEC.stage1_pass_score:g} on pass and 0.0 on failure; stage 2 is the full evaluation
-  # (one seed); stage 3 (noise-aware) re-runs a candidate on {SPEC.stage3_extra_seeds} more seeds and
-  # returns the mean when its score is within {SPEC.noise_band_sigmas:g} seed standard deviations
-  # ({SPEC.seed_std_fraction:.1%} each) of the best this search has seen; otherwise stage 2's result
-  # stands (from the cache, at no cost).
-  cascade_evaluation: true
-  cascade_thresholds: [{SPEC.stage1_pass_score:.10f}, {SPEC.stage1_pass_score:.10f}]
+  # The cascade runs inside evaluate() (OpenEvolve passes evaluator_args to evaluate() only, not
+  # to its own cascade's stages): stage 1 (static checks, build, budget, causality probes,
+  # {SPEC.smoke_steps}-step smoke run, ~10 s) scores 0.0 on failure; then the full evaluation (one
+  # seed), and when its score is within {SPEC.noise_band_sigmas:g} seed standard deviations
+  # ({SPEC.seed_std_fraction:.1%} each) of the best this search has seen, {SPEC.stage3_extra_seeds} more seeds and their mean.
+  cascade_evaluation: false
+  # Keywords of evaluate() (benchmark/search/integration.py); each falls back to its variable:
+  #   device: cuda            # PLASA_DEVICE: cpu (default), cuda (a free GPU each) or cuda:N
+  #   overrides: {{steps: 200}} # PLASA_OVERRIDES: spec fields, an unofficial budget
+  #   search_id: my-search    # PLASA_SEARCH_ID: the noise stage compares with this search's best
+  #   features: [attention_density]  # PLASA_FEATURES: descriptors added to the metrics
+  evaluator_args:
+    cascade: true
   # CPU: an evaluation's workers use the threads this machine's tuning measured best (every core
   # of a small machine; a result's environment.threads): run 1 per machine, or cores / that many
-  # with OMP_NUM_THREADS set to it. GPU (PLASA_DEVICE=cuda): 1 per GPU.
+  # with OMP_NUM_THREADS set to it. GPU (device: cuda): 1 per GPU.
   parallel_evaluations: 1
 """
 

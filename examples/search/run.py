@@ -4,13 +4,14 @@ iterations at a short, unofficial budget, then prints the path each search took.
     python examples/search/run.py                      # both frameworks, 3 iterations, 20 steps
     python examples/search/run.py --framework shinka --iterations 2 --steps 3 --val-tokens 4096
 
-Each framework runs as its users run it (`openevolve-run` with configs/openevolve.yaml and its
-three-stage cascade, PLASA_FEATURES=attention_density as a MAP-Elites axis; `shinka_run` on the
-shinka/ task folder with shinka/shinka.yaml and `--stage 3`), with only the LLM endpoint, the sizes
-of the search and the budget (PLASA_OVERRIDES) changed. Both use your results cache
-(PLASA_CACHE_DIR), so a program the other framework (or an earlier run) evaluated is answered from
-it; each run has its own PLASA_SEARCH_ID, so the noise stage compares with the best of that run
-only. At a 20-step budget a higher learning rate wins: the example shows the machinery, it is not
+Each framework runs as its users run it (`openevolve-run` with configs/openevolve.yaml, whose
+evaluator_args run the cascade with its noise stage, plus the budget, a search id and
+attention_density as a MAP-Elites axis in the same evaluator_args; `shinka_run` on the shinka/ task
+folder with shinka/shinka.yaml and `--stage 3`, the budget in PLASA_OVERRIDES and the search id in
+PLASA_SEARCH_ID), with only the LLM endpoint, the sizes of the search and the budget changed. Both
+use your results cache (PLASA_CACHE_DIR), so a program the other framework (or an earlier run)
+evaluated is answered from it; each run has its own search id, so the noise stage compares with the
+best of that run only. At a 20-step budget a higher learning rate wins: the example shows the machinery, it is not
 an official result.
 Prints the path and writes it as JSON to OUT/path.json; exits 1 when a search's best program does
 not beat the reference or a cheating program was accepted.
@@ -49,18 +50,20 @@ def _row(where: int, code: str, score, feedback: str, n_seeds, density) -> dict:
             "feedback": " ".join(str(feedback or "").split())[:300]}
 
 
-def run_openevolve(llm: ScriptedLLM, out: Path, iterations: int, env: dict) -> list:
+def run_openevolve(llm: ScriptedLLM, out: Path, iterations: int, env: dict, budget: dict, search_id: str) -> list:
     config = yaml.safe_load((REPO / "configs" / "openevolve.yaml").read_text())
     config["llm"].update(api_base=llm.base_url, api_key="scripted", timeout=60, retries=0)
     config.update(max_iterations=iterations, checkpoint_interval=1)
     config["database"].update(population_size=20, archive_size=10, num_islands=1,
                               feature_dimensions=["attention_density", "complexity"])
+    config["evaluator"]["evaluator_args"].update(overrides=budget, search_id=search_id,
+                                                 features=["attention_density"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config))
     launcher = Path(sys.executable).with_name("openevolve-run")
     cmd = [str(launcher), str(REPO / "initial_program.py"), str(REPO / "evaluator.py"),
            "--config", str(out / "config.yaml"), "--iterations", str(iterations), "--output", str(out)]
-    _run(cmd, out / "run.log", dict(env, PLASA_FEATURES="attention_density", OPENAI_API_KEY="scripted"))
+    _run(cmd, out / "run.log", dict(env, OPENAI_API_KEY="scripted"))
     checkpoints = sorted(out.glob("checkpoints/checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
     if not checkpoints:
         raise RuntimeError(f"openevolve-run wrote no checkpoint; see {out / 'run.log'}")
@@ -76,8 +79,9 @@ def run_openevolve(llm: ScriptedLLM, out: Path, iterations: int, env: dict) -> l
     return sorted(rows, key=lambda r: r["iteration"])
 
 
-def run_shinka(llm: ScriptedLLM, out: Path, iterations: int, env: dict) -> list:
-    job_args = {"stage": 3}  # the budget comes from PLASA_OVERRIDES, as for OpenEvolve
+def run_shinka(llm: ScriptedLLM, out: Path, iterations: int, env: dict, budget: dict, search_id: str) -> list:
+    env = dict(env, PLASA_OVERRIDES=json.dumps(budget), PLASA_SEARCH_ID=search_id)
+    job_args = {"stage": 3}  # the budget and the search id come from the environment
     sets = {"evo.llm_models": json.dumps([f"local/scripted@{llm.base_url}"]),
             "evo.patch_types": '["diff"]', "evo.patch_type_probs": "[1.0]",
             "evo.llm_dynamic_selection": "null", "evo.embedding_model": "null",
@@ -152,14 +156,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     budget = {"steps": args.steps, "val_tokens": args.val_tokens, "stage3_extra_seeds": args.extra_seeds}
-    env = dict(os.environ, PLASA_OVERRIDES=json.dumps(budget))
+    env = {k: v for k, v in os.environ.items() if k not in ("PLASA_OVERRIDES", "PLASA_SEARCH_ID", "PLASA_FEATURES")}
     frameworks = ("openevolve", "shinka") if args.framework == "both" else (args.framework,)
     path = {}
     for name in frameworks:
-        target, search = out / name, dict(env, PLASA_SEARCH_ID=f"example-{name}-{time.time_ns()}")
+        run = run_openevolve if name == "openevolve" else run_shinka
         with ScriptedLLM() as llm:  # each search gets the script from its start
-            rows = (run_openevolve(llm, target, args.iterations, search) if name == "openevolve"
-                    else run_shinka(llm, target, args.iterations, search))
+            rows = run(llm, out / name, args.iterations, env, budget, f"example-{name}-{time.time_ns()}")
         path[name] = dict(summarize(rows), llm_served=llm.script.served)
         print(report(name, path[name]), flush=True)
     (out / "path.json").write_text(json.dumps(path, indent=1))
