@@ -3,7 +3,7 @@
 They catch clear mistakes early, each with its line and what to write instead: an import outside
 PyTorch and the standard helpers, file or code execution builtins, RNG seeding (the evaluator
 seeds), loading weights, reflection into interpreter internals, assigning to an imported module's
-attributes. They are not the wall: a candidate that gets past them still runs sandboxed, and the
+attributes (but for torch's backend flags, such as ``torch.backends.cuda.matmul.allow_tf32``). They are not the wall: a candidate that gets past them still runs sandboxed, and the
 judge decides from its outputs alone. They must never reject what LLMs write every day
 (``getattr(self, "x", None)``, ``vars(config)``, ``type(self).__name__``, a parameter named
 ``input``, ``t[torch.tensor(i)] = v``, a module-level cache with ``global``). Standard library only.
@@ -47,6 +47,30 @@ MODULE_ATTRIBUTES = {
     "set_num_threads": "the evaluator sets the threads",
     "use_deterministic_algorithms": "the evaluator owns global torch settings",
 }
+# torch's backend configuration flags, the most common lines of GPU-minded PyTorch code: assigning
+# one is configuration, not monkey-patching. Each is one that the workers set again after the
+# candidate's import and build_model (benchmark.numerics.apply; a test holds the two lists
+# together), so it cannot change the numerics of training or scoring.
+BACKEND_FLAGS = frozenset({
+    "torch.backends.fp32_precision",
+    "torch.backends.cuda.matmul.allow_tf32",
+    "torch.backends.cuda.matmul.fp32_precision",
+    "torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction",
+    "torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction",
+    "torch.backends.cuda.matmul.allow_fp16_accumulation",
+    "torch.backends.cudnn.allow_tf32",
+    "torch.backends.cudnn.benchmark",
+    "torch.backends.cudnn.deterministic",
+    "torch.backends.cudnn.enabled",
+    "torch.backends.cudnn.fp32_precision",
+    "torch.backends.cudnn.conv.fp32_precision",
+    "torch.backends.cudnn.rnn.fp32_precision",
+    "torch.backends.mkldnn.enabled",
+    "torch.backends.mkldnn.fp32_precision",
+    "torch.backends.mkldnn.matmul.fp32_precision",
+    "torch.backends.mkldnn.conv.fp32_precision",
+    "torch.backends.mkldnn.rnn.fp32_precision",
+})
 # Attributes that reach interpreter internals (frames, globals, class hierarchies, code objects).
 REFLECTION = frozenset({
     "__globals__", "__builtins__", "__subclasses__", "__code__", "__bases__", "__mro__", "__closure__",
@@ -77,6 +101,35 @@ def _module_names(tree: ast.AST) -> set:
     return names
 
 
+def _import_paths(tree: ast.AST) -> dict:
+    """{name: {the dotted paths it is bound to by imports}}: ``import torch.backends.cudnn as c``
+    binds c to torch.backends.cudnn, ``import torch.backends.cudnn`` binds torch to torch."""
+    paths = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                name = alias.asname or alias.name.split(".")[0]
+                paths.setdefault(name, set()).add(alias.name if alias.asname else name)
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                paths.setdefault(alias.asname or alias.name, set()).add(
+                    f"{'.' * node.level}{node.module or ''}.{alias.name}")
+    return paths
+
+
+def _backend_flag(target: ast.AST, paths: dict) -> bool:
+    """True when `target` (name.attr.attr...) is one of torch's BACKEND_FLAGS under every import
+    that binds its name."""
+    attrs = []
+    while isinstance(target, ast.Attribute):
+        attrs.append(target.attr)
+        target = target.value
+    if not isinstance(target, ast.Name) or not paths.get(target.id):
+        return False
+    tail = ".".join(reversed(attrs))
+    return all(f"{path}.{tail}" in BACKEND_FLAGS for path in paths[target.id])
+
+
 def _root_name(node: ast.AST):
     while isinstance(node, (ast.Attribute, ast.Subscript)):
         node = node.value
@@ -96,6 +149,7 @@ def check_source(source: str) -> list:
     except SyntaxError as exc:
         return [Violation(exc.lineno or 0, f"syntax error: {exc.msg}")]
     modules = _module_names(tree)
+    paths = _import_paths(tree)
     found = []
     allowed = ", ".join(sorted(ALLOWED_IMPORTS - {"__future__"}))
     for node in ast.walk(tree):
@@ -134,6 +188,8 @@ def check_source(source: str) -> list:
             for target in targets:
                 flat.extend(target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target])
             for target in flat:
+                if isinstance(node, (ast.Assign, ast.AnnAssign)) and _backend_flag(target, paths):
+                    continue  # torch.backends.cudnn.benchmark = True: configuration, set again after build
                 if isinstance(target, (ast.Attribute, ast.Subscript)) and _root_name(target) in modules:
                     found.append(Violation(line, f"assigning to an attribute of imported module "
                                                  f"{_root_name(target)!r} (monkey-patching): define your "
