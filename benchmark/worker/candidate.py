@@ -62,10 +62,15 @@ def raised_in_evaluator(exc: BaseException) -> bool:
 # the candidate file in its traceback: dynamo raises before the compiled frame runs).
 COMPILER_PACKAGES = ("torch._dynamo", "torch._inductor", "torch._functorch", "torch._higher_order_ops")
 _COMPILER_PATHS = tuple(os.sep + os.path.join("torch", p.split(".", 1)[1]) + os.sep for p in COMPILER_PACKAGES)
+# Dynamo's wrappers around a call, frames of which are on the stack whether anything compiles or
+# not: torch.compiler.disable wraps FlopCounterMode's dispatch (every error under the evaluator's
+# FLOP count passed through it and read as a compile failure), and a compiled module's __call__.
+_COMPILER_WRAPPERS = (os.sep + os.path.join("torch", "_dynamo", "eval_frame.py"),)
 
 
 def compile_failure(exc: BaseException) -> bool:
-    """True when `exc` (or an exception in its chain) comes from torch.compile's machinery."""
+    """True when `exc` (or an exception in its chain) comes from torch.compile's machinery: its type
+    is the compiler's, or its traceback runs compiler code beyond dynamo's call wrappers."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -73,11 +78,43 @@ def compile_failure(exc: BaseException) -> bool:
             return True
         tb = exc.__traceback__
         while tb is not None:
-            if any(part in tb.tb_frame.f_code.co_filename for part in _COMPILER_PATHS):
+            filename = tb.tb_frame.f_code.co_filename
+            if (any(part in filename for part in _COMPILER_PATHS)
+                    and not filename.endswith(_COMPILER_WRAPPERS)):
                 return True
             tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+# What torch's allocators say when an allocation fails (the CPU allocator raises a plain
+# RuntimeError; CUDA's and MPS's errors say "out of memory").
+_ALLOCATOR_WORDS = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def out_of_memory(exc: BaseException) -> Optional[str]:
+    """The allocator's first line when `exc` (or an exception in its chain) is a failed allocation:
+    MemoryError, torch.OutOfMemoryError, or a RuntimeError of torch's allocators. Only these types'
+    own messages are read (a candidate's exception class runs no code here)."""
+    seen = set()
+    oom_type = getattr(torch, "OutOfMemoryError", MemoryError)
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        kind = type(exc)
+        if kind is MemoryError or kind is oom_type or kind is RuntimeError:
+            text = BaseException.__str__(exc)
+            if kind is not RuntimeError or any(word in text.lower() for word in _ALLOCATOR_WORDS):
+                return (text.strip().splitlines() or [kind.__name__])[0][:300] or kind.__name__
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def memory_message(stage: str, allocator: str) -> str:
+    """The failure message of an allocation that failed during `stage`."""
+    return (f"out of memory during {stage}: {allocator} (the model asked for more memory than the worker "
+            "may use: look for a tensor sized by a wrong dimension, such as (T, T, vocab) or a count "
+            "written as a size, allocate less, or keep fewer tensors alive; the evaluator's --memory-limit "
+            "caps the worker)")
 
 
 def import_candidate(path: str, module_name: str = "candidate") -> ModuleType:
@@ -93,6 +130,9 @@ def import_candidate(path: str, module_name: str = "candidate") -> ModuleType:
         raise EvalFailure("load", "syntax_error",
                           f"syntax error at line {exc.lineno}: {exc.msg}") from exc
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+        allocator = out_of_memory(exc)
+        if allocator is not None:
+            raise EvalFailure("load", "memory_limit", memory_message("load", allocator)) from exc
         raise EvalFailure("load", "import_error",
                           f"importing the candidate raised {type(exc).__name__}: {exc}\n"
                           + tail_traceback(exc)) from exc
@@ -114,6 +154,9 @@ def build(module: ModuleType, config: ModelConfig) -> torch.nn.Module:
     try:
         model = factory()
     except BaseException as exc:
+        allocator = out_of_memory(exc)
+        if allocator is not None:
+            raise EvalFailure("build", "memory_limit", memory_message("build", allocator)) from exc
         raise EvalFailure("build", "build_error",
                           f"building the model raised {type(exc).__name__}: {exc}\n"
                           + tail_traceback(exc)) from exc

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from . import guard, sandbox
-from .candidate import (build, compile_failure, import_candidate, raised_in_candidate, raised_in_evaluator,
-                        tail_traceback)
+from .candidate import (build, compile_failure, import_candidate, memory_message, out_of_memory,
+                        raised_in_candidate, raised_in_evaluator, tail_traceback)
 from .train import Runtime, counted_flops, forward_logits, make_optimizer, train, train_step
 from .. import numerics, statefile
 from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, Message, Op, ProtocolError, WorkerRequest
@@ -155,6 +155,11 @@ class Worker:
             self.send(Message("failure", stage=exc.stage if exc.stage != "forward" else self.stage,
                               error_type=exc.error_type, error=exc.message))
         except BaseException as exc:  # noqa: BLE001 - any exception becomes a failure message
+            allocator = out_of_memory(exc) if self.stage != "setup" else None
+            if allocator is not None:  # the model's allocation, wherever torch raised it
+                self.send(Message("failure", stage=self.stage, error_type="memory_limit",
+                                  error=memory_message(self.stage, allocator), traceback=tail_traceback(exc)))
+                return
             compiled = compile_failure(exc)
             ours = self.stage == "setup" or (not compiled and not raised_in_candidate(exc, self.request.candidate)
                                              and raised_in_evaluator(exc))
