@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -31,15 +32,75 @@ MODES = ("eval", "train")
 LOGIT_DTYPES = {"float32": 4, "bfloat16": 2}
 
 
+# Bounds of what a worker may say (its messages are hostile: bounded in size and depth).
+MAX_DEPTH = 3          # nesting of a message: an object holding lists of scalars (2 is needed)
+MAX_TOP_K = 64         # entries of a declared layer_top_k list
+MAX_TOP_K_TEXT = 256   # characters of a declaration that is not a list of ints (the worker's repr)
+INT64 = 1 << 63        # every int a worker sends fits in an int64
+
+
 class ProtocolError(ValueError):
     """A malformed message: a bug on one side, or a worker writing garbage to its channel."""
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting_depth(text: str, limit: int) -> int:
+    """How deep the arrays and objects of JSON `text` nest, counted up to `limit` + 1 (a scan
+    that never recurses, so a line nested a million deep costs one pass, not a RecursionError)."""
+    if text.count("[") + text.count("{") <= limit:
+        return 0 if "[" not in text and "{" not in text else 1  # too few brackets to go deeper
+    depth = deepest = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_bounded(text, limit: int = MAX_DEPTH, what: str = "the message"):
+    """json.loads of data a worker wrote: ProtocolError for anything that is not JSON or that nests
+    deeper than `limit` (checked before parsing, so neither the parser nor anything that walks the
+    result later recurses without bound)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    if nesting_depth(text, limit) > limit:
+        raise ProtocolError(f"{what} nests arrays or objects deeper than {limit} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"{what} is not JSON: {text[:200]!r}") from exc
+
+
+def plain_int(value) -> bool:
+    """An int (not a bool) that fits in an int64."""
+    return type(value) is int and -INT64 <= value < INT64
+
+
+def valid_top_k(value) -> bool:
+    """What a ``built`` message may declare as layer_top_k: None, an int, a short text (a
+    worker's repr of anything else) or a list of at most MAX_TOP_K ints. Whether the declaration
+    obeys the rules is the judge's budget verdict, not the protocol's."""
+    if value is None or plain_int(value):
+        return True
+    if isinstance(value, str):
+        return len(value) <= MAX_TOP_K_TEXT
+    return isinstance(value, list) and len(value) <= MAX_TOP_K and all(plain_int(k) for k in value)
 
 
 def _strict(cls, data: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ProtocolError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        names = sorted(str(name)[:40] for name in unknown)
+        raise ProtocolError(f"{cls.__name__}: {len(names)} unknown fields {names[:10]}")
     try:
         return cls(**data)
     except TypeError as exc:
@@ -152,23 +213,43 @@ class Message:
 
     @classmethod
     def from_json(cls, text: str) -> "Message":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ProtocolError(f"not JSON: {text[:200]!r}") from exc
+        """The message on one channel line, checked against its schema (:data:`_MESSAGE_TYPES`,
+        :data:`_MAX_CHARS`, :func:`valid_top_k`, ints within int64, at most MAX_DEPTH deep)."""
+        data = loads_bounded(text)
         if not isinstance(data, dict):
             raise ProtocolError(f"not an object: {text[:200]!r}")
         message = _strict(cls, data)
         for name, kinds in _MESSAGE_TYPES.items():
             value = getattr(message, name)
             if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
-                raise ProtocolError(f"field {name!r} of a {message.type!r} message has the wrong type")
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in message.shape):
-            raise ProtocolError("a shape holds something other than ints")
+                raise ProtocolError(f"field {name!r} of a {message.type[:40]!r} message has the wrong type")
+            if isinstance(value, int) and not isinstance(value, bool) and not plain_int(value):
+                raise ProtocolError(f"field {name!r} of a {message.type[:40]!r} message is outside int64")
+            if isinstance(value, str) and len(value) > _MAX_CHARS.get(name, len(value)):
+                raise ProtocolError(f"field {name!r} of a {message.type[:40]!r} message has {len(value)} "
+                                    f"characters, over {_MAX_CHARS[name]}")
+        if len(message.shape) > 8 or not all(plain_int(n) for n in message.shape):
+            raise ProtocolError("a shape must be at most 8 ints")
+        if not valid_top_k(message.layer_top_k):
+            raise ProtocolError(f"layer_top_k must be None, an int, a text of at most {MAX_TOP_K_TEXT} "
+                                f"characters or a list of at most {MAX_TOP_K} ints; got "
+                                f"{_describe(message.layer_top_k)}")
         return message
 
 
-# The JSON types each Message field may have (layer_top_k is a free-form declaration).
+# The JSON types each Message field may have (layer_top_k: see valid_top_k) ...
 _MESSAGE_TYPES = {"type": (str,), "id": (int,), "shape": (list,), "dtype": (str,), "flops": (int, type(None)),
                   "step": (int, type(None)), "loss": (float, int, type(None)), "sandbox": (str,),
                   "stage": (str,), "error_type": (str,), "error": (str,), "traceback": (str,)}
+# ... and the longest text of the short ones (error and traceback are bounded by the line).
+_MAX_CHARS = {"type": 64, "dtype": 64, "sandbox": 1000, "stage": 64, "error_type": 64}
+
+
+def _describe(value) -> str:
+    """A bounded description of a JSON value (never its repr, which may be huge)."""
+    if isinstance(value, list):
+        kinds = sorted({type(v).__name__ for v in value[:MAX_TOP_K + 1]})
+        return f"a list of {len(value)} ({', '.join(kinds) or 'empty'})"
+    if isinstance(value, str):
+        return f"a text of {len(value)} characters"
+    return f"a {type(value).__name__}" if not isinstance(value, int) else "an int outside int64"

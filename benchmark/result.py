@@ -147,14 +147,21 @@ def failed_checks(result: dict) -> list:
     return [c for c in result.get("checks", []) if not c.get("passed")]
 
 
-def clean(value: Any) -> Any:
-    """JSON-safe: non-finite floats become None (json would write NaN, which is not JSON)."""
+MAX_DEPTH = 32  # a result nests a few levels; anything deeper is left out, never recursed into
+
+
+def clean(value: Any, depth: int = 0) -> Any:
+    """JSON-safe: non-finite floats become None (json would write NaN, which is not JSON), and
+    containers nested deeper than MAX_DEPTH become a note (json.dumps and repr recurse once a level,
+    so a declaration nested 700 deep crashed the command line with RecursionError)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, (dict, list, tuple)) and depth >= MAX_DEPTH:
+        return f"<left out: nested deeper than {MAX_DEPTH} levels>"
     if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
+        return {str(k): clean(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
+        return [clean(v, depth + 1) for v in value]
     return value
 
 

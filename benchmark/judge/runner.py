@@ -24,7 +24,7 @@ from typing import Optional
 from .launch import CANCEL, REPO_ROOT  # noqa: F401  (CANCEL is part of this module's interface)
 from .static_checks import check_source
 from ..fsutil import atomic_write, cache_dir, remove_tree
-from ..result import base_result, check, descriptors, failure
+from ..result import base_result, check, clean, descriptors, failure
 from ..spec import Spec
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def result_cache_path(sha: str, spec: Spec, mode: str, device: str, precision: O
 def _cached(path: Path) -> Optional[dict]:
     try:
         result = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return dict(result, cached=True) if isinstance(result, dict) else None
 
@@ -220,10 +220,16 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
         result.setdefault("environment", {})["run_folder"] = where
         result.setdefault("timings", {})["wall_s"] = time.monotonic() - started
         result["peak_rss_mb"] = round(getattr(evaluation, "peak_rss_mb", 0.0), 1)
+        try:  # what the command line prints: a result it could not print is never cached
+            json.dumps(clean(result), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.exception("the result of %s is not JSON", candidate)
+            return failure(base, evaluation.stage, "evaluator_error", f"the evaluator built a result it cannot "
+                           f"write as JSON ({type(exc).__name__}: {str(exc)[:300]}); this is not the candidate's fault")
         if use_cache and result.get("error_type") not in TRANSIENT_ERRORS:
             try:
                 atomic_write(cache_path, json.dumps(result, allow_nan=False).encode())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 log.warning("could not write the results cache: %s", exc)
         return result
     finally:

@@ -11,6 +11,7 @@ import ctypes
 import logging
 import mmap
 import os
+import reprlib
 import sys
 import threading
 import time
@@ -25,7 +26,8 @@ from .candidate import (build, compile_failure, import_candidate, memory_message
                         raised_in_candidate, raised_in_evaluator, tail_traceback)
 from .train import Runtime, counted_flops, forward_logits, make_optimizer, train, train_step
 from .. import numerics, statefile
-from ..protocol import IDS_FILE, LOGITS_FILE, STATE_FILE, Message, Op, ProtocolError, WorkerRequest
+from ..protocol import (IDS_FILE, LOGITS_FILE, MAX_TOP_K_TEXT, STATE_FILE, Message, Op, ProtocolError,
+                        WorkerRequest, valid_top_k)
 from ..result import EvalFailure
 from ..spec import Spec
 
@@ -127,6 +129,18 @@ class CompileBeat:
                     return
 
 
+def declared_top_k(top_k):
+    """The model's layer_top_k as a ``built`` message may carry it (protocol.valid_top_k): None, an
+    int, a list of ints, or else a short description the judge shows in its verdict."""
+    top_k = list(top_k) if isinstance(top_k, (list, tuple)) else top_k
+    if valid_top_k(top_k) and not isinstance(top_k, str):
+        return top_k
+    try:
+        return reprlib.repr(top_k)[:MAX_TOP_K_TEXT]  # bounded in depth and length, unlike repr
+    except Exception:  # noqa: BLE001 - the candidate's __repr__, or an int too long to print
+        return f"<a {type(top_k).__name__}>"[:MAX_TOP_K_TEXT]
+
+
 class Worker:
     def __init__(self, request: WorkerRequest, channel, ops) -> None:
         self.request, self.channel, self.ops = request, channel, ops
@@ -203,10 +217,7 @@ class Worker:
         numerics.apply(request.device)  # whatever the candidate set at import or build
         if request.role == "score":
             self.load_state()
-        top_k = getattr(self.model, "layer_top_k", None)
-        top_k = list(top_k) if isinstance(top_k, (list, tuple)) else top_k
-        self.send(Message("built", layer_top_k=top_k if isinstance(top_k, (list, int, type(None)))
-                          else repr(top_k)[:200]))
+        self.send(Message("built", layer_top_k=declared_top_k(getattr(self.model, "layer_top_k", None))))
 
     def load_state(self) -> None:
         self.stage = "load_state"
