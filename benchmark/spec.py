@@ -175,6 +175,14 @@ class Spec:
         default = Spec()
         return all(getattr(self, name) == getattr(default, name) for name in OFFICIAL_FIELDS)
 
+    @property
+    def max_state_bytes(self) -> int:
+        """The largest trained state a state file may hand over: twice the parameter budget in bytes
+        (a file holds a tied tensor once, and a copy with equal contents, which counts once, twice).
+        Its size is checked before the judge reads a byte of it, so a candidate cannot set the
+        judge's memory."""
+        return 2 * 4 * int(self.reference_params * self.max_params_ratio)
+
     def replace(self, **overrides: Any) -> "Spec":
         """A copy with `overrides`; unknown fields and wrong types are errors, None is ignored."""
         names = {f.name: f for f in dataclasses.fields(self)}

@@ -303,11 +303,12 @@ class Evaluation:
                                    f"handing over the state dict took {took:.1f} s (limit {spec.save_limit_s:g} s): "
                                    "state_dict() must only return the model's tensors, not train or compute"), "")
         self.enter(stage)
-        max_bytes = 8 * int(spec.reference_params * spec.max_params_ratio) * 4
         try:
-            return statefile.read(self.run_dir / "train" / STATE_FILE, max_bytes)
+            return statefile.read(self.run_dir / "train" / STATE_FILE, spec.max_state_bytes)
         except statefile.StateFileError as exc:
-            raise EvalFailure("budget", "state_error", f"the model's state dict is unusable: {exc}") from exc
+            raise EvalFailure("budget", "state_error", f"the model's state dict is unusable: {exc} (the worker "
+                              f"writes state_dict() to one file, at most {spec.max_state_bytes:,} bytes: twice the "
+                              "parameter budget; nothing else may touch it)") from exc
 
     def state_verdicts(self, state: dict, when: str) -> None:
         """The size and structure rules on the untrained model's state: a failure stops the run

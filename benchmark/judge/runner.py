@@ -76,8 +76,7 @@ def run_bytes(spec: Spec) -> int:
     """What one evaluation's run folder holds at its peak: one worker's logits file, two state
     files (the judge's copy for the scoring worker, and the worker's), 256 MiB for the rest."""
     rows = max(spec.val_batch_size, spec.probe_windows, spec.replay_windows, spec.batch_size)
-    state = 8 * int(spec.reference_params * spec.max_params_ratio) * 4
-    return rows * spec.seq_len * spec.vocab_size * 4 + 2 * state + (256 << 20)
+    return rows * spec.seq_len * spec.vocab_size * 4 + 2 * spec.max_state_bytes + (256 << 20)
 
 
 def _shm_state(path: str) -> tuple:

@@ -222,7 +222,7 @@ class Worker:
     def load_state(self) -> None:
         self.stage = "load_state"
         try:
-            state = statefile.read(self.workdir / STATE_FILE, max_bytes=1 << 34)
+            state = statefile.read(self.workdir / STATE_FILE, max_bytes=self.spec.max_state_bytes)
             self.model.load_state_dict(state, strict=True)
         except (statefile.StateFileError, RuntimeError) as exc:
             raise EvalFailure("load_state", "state_mismatch",
