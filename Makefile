@@ -1,6 +1,8 @@
 # One command to set up and run the main job, one to set up and run the tests.
-#   make run    # venv + install, then: python evaluator.py initial_program.py
-#   make test   # venv + install, then: pytest
+#   make run         # venv + install, then: python evaluator.py initial_program.py
+#   make test        # venv + install, then: every test (what CI runs)
+#   make test-fast   # no worker, no evaluation (the inner loop; docs/development.md)
+#   make test-smoke  # one honest run, one cheat per rejection point, golden run, boundary
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU build from the machine's disk here; elsewhere any torch >= 2.4 works (TORCH=torch).
@@ -9,7 +11,7 @@ DATA ?= $(abspath ../shared/data)
 export PLASA_DATA_DIR ?= $(DATA)
 export PLASA_TOKENIZER_DIR ?= $(DATA)
 
-.PHONY: setup run test speed clean
+.PHONY: setup run test test-fast test-smoke speed clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +26,12 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q -n 2
+
+test-fast: setup
+	PLASA_TEST_TIER=fast $(PY) -m pytest -q -n 2 -m "not evaluation"
+
+test-smoke: setup
+	$(PY) -m pytest -q -n 2 -m smoke
 
 # The original benchmark to compare with, and a python that can run it (torchtune 0.6.1 and
 # torchao 0.10.0, in a venv of its own; see ../shared/original/PROVENANCE.md).

@@ -1,8 +1,14 @@
 """Shared fixtures: the local data in ../shared/data (or $PLASA_DATA_DIR), a private token cache,
-and a helper that runs the evaluator CLI the way a user does."""
+and a helper that runs the evaluator CLI the way a user does.
+
+Tiers (docs/development.md): a test that starts a worker or a whole evaluation is marked
+`evaluation`; `make test-fast` runs the others with PLASA_TEST_TIER=fast, where starting a worker
+or the evaluator fails the test with the marker to add (so a tier cannot silently grow slow).
+Collection puts `slow`, then `evaluation` tests first, so a parallel run ends evenly."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -23,6 +29,37 @@ TINY = ["--steps", "3", "--val-tokens", "4096", "--quiet"]
 # probe batches per process.
 TINY_OVERRIDES = {"steps": 3, "val_tokens": 4096, "val_batch_size": 16, "probe_causal_rows": 31,
                   "probe_repeat_rows": 1}
+
+
+# Commands only a test marked `evaluation` may start (a worker, the evaluator CLI, a search).
+EVALUATION_COMMANDS = {"benchmark.worker", "evaluator.py", "evaluate.py", "experiment", "openevolve-run",
+                       "shinka_run", "run.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slowest first: `slow`, then `evaluation`, then the rest, each in file order."""
+    def rank(item):
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("evaluation") else 2
+    items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def tier_guard(request, monkeypatch):
+    """In the fast tier, a test that starts an evaluation without the marker fails, naming it."""
+    if os.environ.get("PLASA_TEST_TIER") != "fast" or request.node.get_closest_marker("evaluation"):
+        yield
+        return
+    real = subprocess.Popen.__init__
+
+    def guarded(self, args, *a, **kw):
+        words = [str(w) for w in (args if isinstance(args, (list, tuple)) else [args])]
+        if any(os.path.basename(w) in EVALUATION_COMMANDS for w in words):
+            raise RuntimeError(f"{request.node.nodeid} starts {' '.join(words)[:200]}: mark it "
+                               "@pytest.mark.evaluation (the fast tier runs no worker or evaluation)")
+        real(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    yield
 
 
 def evaluate_tiny(path, overrides=None, **kwargs) -> dict:
@@ -79,6 +116,22 @@ def load_reference():
 @pytest.fixture(scope="session")
 def reference():
     return load_reference()
+
+
+@pytest.fixture(scope="session")
+def reference_tiny(tmp_path_factory):
+    """The reference through evaluate_tiny, evaluated once per test run: the first test to ask
+    evaluates it, under a lock that `pytest -n` workers share; the rest read its JSON."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    path = root / "reference_tiny.json"
+    with open(root / "reference_tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            result = evaluate_tiny(REPO / "initial_program.py")
+            assert result["valid"], result.get("error")
+            path.write_text(json.dumps(result))
+        return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,7 @@ OVERSIZED_STEP = ("        for block in self.blocks:\n            x, block_aux =
                   "                x, block_aux = block(x, cos, sin)")
 
 
+@pytest.mark.evaluation
 def test_an_over_budget_step_is_rejected_within_60_s_at_the_official_budget(tmp_path):
     """Four passes through every block: 2.4x the reference's step. It used to train all its
     steps before flops_budget rejected it (534 s for 30 steps of a similar model)."""
@@ -97,6 +98,7 @@ def test_an_over_budget_step_is_rejected_within_60_s_at_the_official_budget(tmp_
     assert "before training" in result["error"]
 
 
+@pytest.mark.evaluation
 def test_extra_work_that_starts_after_an_optimizers_first_step_is_caught_before_training(tmp_path):
     """Its optimizer skips its extra passes on its first call: the trial's second step counts."""
     result = evaluate_tiny(write("extra_passes_after_step0", tmp_path), {"steps": SPEC.steps})
@@ -132,6 +134,7 @@ def configure_optimizer(model, config):
 """
 
 
+@pytest.mark.evaluation
 def test_extra_work_the_trial_never_sees_stops_the_run_in_its_first_percent(tmp_path):
     """A candidate that recognises the trial's optimizer: the secret early counted step catches it
     within the first 1% of the official 1000 steps, and the run stops there."""
@@ -151,6 +154,7 @@ def test_extra_work_the_trial_never_sees_stops_the_run_in_its_first_percent(tmp_
     assert result["params"]["trial_step_flops"] <= SPEC.reference_step_flops * 1.01
 
 
+@pytest.mark.evaluation
 def test_a_model_over_the_parameter_budget_is_rejected_before_training(tmp_path):
     result = evaluate_tiny(write("more_parameters", tmp_path), {"steps": SPEC.steps})
     assert not result["valid"] and result["error_type"] == "param_budget", result.get("error")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from benchmark.result import SCHEMA
@@ -10,6 +12,8 @@ from tests.conftest import REPO, TINY, run_cli
 REFERENCE = str(REPO / "initial_program.py")
 
 
+@pytest.mark.smoke
+@pytest.mark.evaluation
 def test_tiny_run_prints_a_complete_result(honest_tiny_result):
     r = honest_tiny_result
     assert r["schema"] == SCHEMA and r["valid"] is True and r["stage"] == "done"
@@ -33,6 +37,7 @@ def test_tiny_run_prints_a_complete_result(honest_tiny_result):
     assert all(c["passed"] for c in r["checks"])
 
 
+@pytest.mark.evaluation
 def test_same_candidate_and_seed_give_the_same_score(honest_tiny_result):
     code, again, _ = run_cli(REFERENCE, *TINY, "--no-cache")
     assert code == 0
@@ -40,12 +45,14 @@ def test_same_candidate_and_seed_give_the_same_score(honest_tiny_result):
     assert again["combined_score"] == honest_tiny_result["combined_score"]
 
 
+@pytest.mark.evaluation
 def test_another_seed_gives_another_score(honest_tiny_result):
     code, other, _ = run_cli(REFERENCE, *TINY, "--seed", "7")
     assert code == 0 and other["seed"] == 7
     assert other["val_loss"] != honest_tiny_result["val_loss"]
 
 
+@pytest.mark.evaluation
 def test_output_file_holds_the_same_json(tmp_path):
     out = tmp_path / "r.json"
     code, result, _ = run_cli(REFERENCE, *TINY, "--precision", "fp32", "--output", str(out))
@@ -53,6 +60,7 @@ def test_output_file_holds_the_same_json(tmp_path):
     assert json.loads(out.read_text()) == result
 
 
+@pytest.mark.evaluation
 def test_bad_flag_gives_a_json_failure_and_exit_2():
     code, result, stderr = run_cli(REFERENCE, "--steps", "zero")
     assert code == 2 and result["combined_score"] == 0.0 and result["error_type"] == "usage_error"
@@ -61,6 +69,7 @@ def test_bad_flag_gives_a_json_failure_and_exit_2():
     assert code == 2 and "unrecognized" in result["error"]
 
 
+@pytest.mark.evaluation
 def test_plasa_overrides_reach_the_command_line(monkeypatch):
     """ShinkaEvolve runs the evaluator's command line: a search's PLASA_OVERRIDES must apply there."""
     monkeypatch.setenv("PLASA_OVERRIDES", "{steps: 3")
@@ -71,17 +80,20 @@ def test_plasa_overrides_reach_the_command_line(monkeypatch):
     assert code == 1 and result["error_type"] == "usage_error" and "no_such_field" in result["error"]
 
 
+@pytest.mark.evaluation
 def test_missing_candidate_file(tmp_path):
     code, result, _ = run_cli(str(tmp_path / "nope.py"), *TINY)
     assert code == 1 and result["error_type"] == "file_not_found" and result["combined_score"] == 0.0
 
 
+@pytest.mark.evaluation
 def test_missing_data_is_a_structured_failure(tmp_path):
     code, result, _ = run_cli(REFERENCE, *TINY, "--data-dir", str(tmp_path))
     assert code == 1 and result["stage"] == "data" and result["error_type"] == "data_error"
     assert "--data-dir" in result["error"]
 
 
+@pytest.mark.evaluation
 def test_stage1_is_a_fast_pass_with_epsilon_score():
     code, result, _ = run_cli(REFERENCE, "--stage", "1", "--quiet")
     assert code == 0 and result["mode"] == "stage1" and result["official"] is False
@@ -89,6 +101,7 @@ def test_stage1_is_a_fast_pass_with_epsilon_score():
     assert any(c["name"] == "untrained:causality_eval" and c["passed"] for c in result["checks"])
 
 
+@pytest.mark.evaluation
 def test_shinka_mode_writes_both_files_and_exits_0(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("def build_model(config):\n    return None\n")
@@ -104,6 +117,8 @@ def test_shinka_mode_writes_both_files_and_exits_0(tmp_path):
         assert (verdict["error"] is None) is correct
 
 
+@pytest.mark.smoke
+@pytest.mark.evaluation
 def test_golden_tiny_run(honest_tiny_result):
     golden = json.loads((REPO / "tests" / "testdata" / "golden_tiny.json").read_text())
     precision = honest_tiny_result["precision"]

@@ -4,6 +4,8 @@ whole model and submodule, are in tests/honest/candidates/compile_*.py.)"""
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -34,6 +36,7 @@ def test_inductor_writes_where_the_worker_env_says(tmp_path):
     assert inductor.startswith(str(tmp_path / "w")) and temp.startswith(str(tmp_path / "w"))
 
 
+@pytest.mark.evaluation
 def test_a_compiler_failure_is_the_candidates_runtime_error_with_a_clear_message(tmp_path):
     """fullgraph=True over a data-dependent loop: dynamo raises before the candidate's frame runs,
     so no frame of the candidate file is in the traceback (it read as the evaluator's error)."""
@@ -49,6 +52,7 @@ def test_a_compiler_failure_is_the_candidates_runtime_error_with_a_clear_message
     assert result["error"].startswith("torch.compile failed") and "uncompiled" in result["error"]
 
 
+@pytest.mark.evaluation
 def test_the_worker_beats_while_torch_compile_builds_and_is_silent_otherwise():
     """A compile can be silent for longer than the judge's heartbeat limit: the worker says it is
     compiling while dynamo compiles (forward and lazy backward), and nothing when it is not."""
@@ -74,6 +78,7 @@ def test_the_worker_beats_while_torch_compile_builds_and_is_silent_otherwise():
     assert len(sent) == after and beat.depth == 0
 
 
+@pytest.mark.evaluation
 def test_a_compile_longer_than_the_heartbeat_is_no_hang(tmp_path):
     """A compiled model with a heartbeat limit (15 s) under what inductor's first builds can take
     on a busy CPU: the judge waits through the worker's compile beats (one a second here)."""

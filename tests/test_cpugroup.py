@@ -100,6 +100,7 @@ def configure_optimizer(model, config):
 """
 
 
+@pytest.mark.evaluation
 def test_work_in_children_the_kernel_reaps_counts_as_the_workers_cpu_time(tmp_path):
     """The judge's CPU time per step (what cpu_budget bounds) includes 1.5 s a step spent in a
     forked child the kernel reaps itself; /proc saw only the parent's ~0.3 s."""

@@ -111,6 +111,7 @@ def _experiment(*args, timeout=600):
 TINY_STUDY = ["patterns", "--rows", "PPPP,LFFL", "--seeds", "2", "--steps", "3", "--val-tokens", "2048"]
 
 
+@pytest.mark.evaluation
 def test_tiny_study_resumes_and_reports(tmp_path):
     out = tmp_path / "exp"
     proc = _experiment(*TINY_STUDY, "--out", str(out))
@@ -138,6 +139,7 @@ def test_tiny_study_resumes_and_reports(tmp_path):
         assert (out / "patterns" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.evaluation
 def test_ray_local_runs_the_tiny_study(tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "exp"
@@ -149,6 +151,7 @@ def test_ray_local_runs_the_tiny_study(tmp_path):
     assert "PPPP" in (out / "patterns" / "summary.md").read_text()
 
 
+@pytest.mark.evaluation
 def test_tiny_schedules_run_uses_the_rows_length_depth_and_batch(tmp_path):
     """A schedules row reaches the evaluator with its own T, 6 layers, T-dependent batch and k."""
     out = tmp_path / "exp"

@@ -3,6 +3,8 @@ evaluator's (evaluator_error, never cached). A search reads the one and re-runs 
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from benchmark.spec import Spec
@@ -26,6 +28,7 @@ def test_an_error_raised_inside_torch_is_not_the_evaluators_and_one_raised_in_it
         assert raised_in_evaluator(exc)
 
 
+@pytest.mark.evaluation
 def test_an_lr_lambda_that_returns_none_is_the_candidates_error_naming_the_hook(tmp_path):
     """A red-team find: an ordinary slip (no return after the warm-up branch) read as the
     evaluator's failure, since torch's scheduler raised after the candidate's frame returned."""

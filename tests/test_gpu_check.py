@@ -74,6 +74,7 @@ def dry_run(tmp_path_factory):
     return done, summary, out
 
 
+@pytest.mark.evaluation
 def test_dry_run_writes_one_summary_of_the_four_runs(dry_run):
     done, summary, out = dry_run
     assert summary is not None, f"no summary (exit {done.returncode}): {done.stderr[-3000:]}"

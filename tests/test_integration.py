@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.evaluation
+
 openevolve = pytest.importorskip("openevolve")
 yaml = pytest.importorskip("yaml")
 

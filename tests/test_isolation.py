@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -33,6 +35,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.evaluation
 def test_worker_dies_with_its_parent(tmp_path):
     hang = tmp_path / "hang.py"
     hang.write_text("while True:\n    pass\n")

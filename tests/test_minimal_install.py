@@ -15,6 +15,9 @@ from pathlib import Path
 
 from tests.conftest import DATA_DIR, REPO, TOKENIZER_DIR
 
+import pytest
+pytestmark = pytest.mark.evaluation
+
 DISTRIBUTIONS = ("torch", "numpy", "tokenizers", "tqdm", "PyYAML",
                  # what the torch wheel requires, installed with it
                  "sympy", "mpmath", "networkx", "Jinja2", "MarkupSafe", "filelock", "typing_extensions",

@@ -57,6 +57,7 @@ def test_the_cuda_policy_turns_tf32_off_and_deterministic_kernels_on():
     assert numerics.env("cpu") == {} and numerics.policy("cpu")["deterministic"] is False
 
 
+@pytest.mark.evaluation
 def test_the_judge_scores_with_as_many_threads_as_its_workers_and_records_the_numerics(monkeypatch):
     seen = []
     real = evaluation.row_stats

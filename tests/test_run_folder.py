@@ -3,6 +3,8 @@ noexec one) sends them to the temp dir, and the result says why."""
 
 from __future__ import annotations
 
+import pytest
+
 import tempfile
 
 import benchmark.judge.runner as runner
@@ -33,6 +35,7 @@ def test_a_roomy_shm_holds_it(monkeypatch):
     assert runner.run_root(runner.run_bytes(SPEC))[0] == runner.SHM
 
 
+@pytest.mark.evaluation
 def test_an_evaluation_with_a_small_shm_runs_from_the_temp_dir(tmp_path, monkeypatch):
     """The whole run, workers and logits included, from the temp dir; the result says where."""
     monkeypatch.setattr(runner, "_shm_state", lambda path: (64 * 2**20, False))

@@ -64,6 +64,7 @@ def test_a_sandboxed_worker_can_ioctl_an_allowed_device_and_nothing_else(tmp_pat
     assert standard == "EACCES" and other == "EACCES"
 
 
+@pytest.mark.evaluation
 def test_workers_run_without_an_address_space_limit_of_their_own(tmp_path):
     """CUDA reserves far more virtual memory than it uses: RLIMIT_AS breaks it. The memory cap is
     resident memory, watched from outside."""

@@ -25,6 +25,7 @@ def test_stats_match_scipy_reference_values():
     assert stats.std([2.0]) == 0.0 and stats.ci95([2.0]) is None and stats.welch_p([1, 2], [3]) is None
 
 
+@pytest.mark.evaluation
 def test_identical_candidate_is_answered_from_the_results_cache(tmp_path):
     out = tmp_path / "cand.py"
     out.write_text((REPO / "initial_program.py").read_text() + f"\n# a new child of {tmp_path.name}\n")
@@ -46,6 +47,7 @@ def test_identical_candidate_is_answered_from_the_results_cache(tmp_path):
     assert fourth["candidate"]["sha256"] != first["candidate"]["sha256"]
 
 
+@pytest.mark.evaluation
 def test_two_seeds_report_mean_std_ci(tmp_path):
     code, r, _ = run_cli(REFERENCE, *TINY, "--seeds", "2", "--output", str(tmp_path / "two.json"))
     assert code == 0 and r["n_seeds"] == 2

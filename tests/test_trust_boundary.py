@@ -15,6 +15,8 @@ from benchmark.result import Result, undeclared_keys
 from benchmark.worker import sandbox
 from tests.conftest import REPO, evaluate_tiny
 
+pytestmark = pytest.mark.smoke  # the boundary, whole, in the smoke tier
+
 PACKAGE = REPO / "benchmark"
 JUDGE_SIDE = ["judge", "search", "analysis", "cli.py", "data.py", "spec.py", "result.py",
               "protocol.py", "fsutil.py", "statefile.py"]
@@ -88,8 +90,9 @@ def test_messages_are_typed_and_strict(tmp_path):
     assert Message.from_json(Message("out", id=3, shape=[1, 2, 3], dtype="float32").to_json()).shape == [1, 2, 3]
 
 
-def test_every_result_key_is_declared(tmp_path):
-    ok = evaluate_tiny(REPO / "initial_program.py")
+@pytest.mark.evaluation
+def test_every_result_key_is_declared(tmp_path, reference_tiny):
+    ok = reference_tiny
     (tmp_path / "bad.py").write_text("import torch\n\ndef build_model(config):\n    return torch.nn.Linear(1, 1)\n")
     bad = evaluate_tiny(tmp_path / "bad.py")
     assert ok["valid"] and not bad["valid"]
@@ -98,6 +101,7 @@ def test_every_result_key_is_declared(tmp_path):
     assert "combined_score" in Result.__annotations__
 
 
+@pytest.mark.evaluation
 @pytest.mark.skipif(sandbox.abi_version() < 1, reason="the kernel has no Landlock")
 def test_sandbox_keeps_data_and_other_folders_out_of_reach(tmp_path):
     """A candidate that finds `open` through torch's own modules still cannot read the data or

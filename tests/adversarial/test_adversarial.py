@@ -24,15 +24,26 @@ def _evaluate(name, tmp_path, extra=()):
 
 
 @pytest.fixture(scope="module")
-def honest_tiny_result(tmp_path_factory):
-    return _evaluate("reference", tmp_path_factory.mktemp("honest"))[1]
+def honest_tiny_result(reference_tiny):
+    return reference_tiny
 
 
-@pytest.mark.parametrize("name", sorted(CHEATS))
-def test_cheat_is_caught(name, tmp_path, honest_tiny_result):
+# One cheat per place a run can be rejected (the smoke tier): static, load, budget before and
+# during training, probes before training, training, tamper, protocol, memory, hang, replay and the
+# hidden probes of validation.
+SMOKE = {"forbidden_import", "sys_exit_at_import", "more_parameters", "more_compute", "leak_topk_over_masked_row",
+         "nan_loss_later", "patch_through_alias", "forge_channel_message", "memory_bomb", "hang_in_eval",
+         "trained_state_outside_state_dict", "leak_in_large_batches"}
+
+
+@pytest.mark.evaluation
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.smoke] if n in SMOKE else [])
+                                  for n in sorted(CHEATS)])
+def test_cheat_is_caught(name, tmp_path, request):
     cheat = CHEATS[name]
     code, result, _ = _evaluate(name, tmp_path, cheat.cli_args)
     if cheat.neutralized:
+        honest_tiny_result = request.getfixturevalue("honest_tiny_result")  # only these need it
         assert code == 0 and result["valid"], result.get("error")
         assert result["combined_score"] == honest_tiny_result["combined_score"]
         assert result["val_loss"] == honest_tiny_result["val_loss"]
@@ -50,14 +61,20 @@ def test_cheat_is_caught(name, tmp_path, honest_tiny_result):
         assert all(evidence), "a failed check without evidence"
 
 
+@pytest.mark.evaluation
 @pytest.mark.parametrize("name", sorted(HONEST))
-def test_honest_variant_passes(name, tmp_path):
-    code, result, _ = _evaluate(name, tmp_path)
+def test_honest_variant_passes(name, tmp_path, request):
+    if name == "reference":  # evaluated once for the whole run
+        result = request.getfixturevalue("reference_tiny")
+        code = 0 if result["valid"] else 1
+    else:
+        code, result, _ = _evaluate(name, tmp_path)
     assert code == 0, (result.get("error"), [c for c in result["checks"] if not c["passed"]])
     assert result["valid"] and result["combined_score"] > 0
     assert all(c["passed"] for c in result["checks"])
 
 
+@pytest.mark.evaluation
 def test_leak_evidence_is_actionable_and_keeps_probe_secrets(tmp_path):
     code, result, _ = _evaluate("leak_topk_over_masked_row", tmp_path)
     failed = [c for c in result["checks"] if not c["passed"]]
@@ -75,6 +92,7 @@ def test_every_cheat_edit_applies():
         source(entry)  # raises when the reference no longer contains an edited line
 
 
+@pytest.mark.evaluation
 def test_state_outside_the_state_dict_is_caught_in_a_bf16_run(tmp_path, monkeypatch):
     """probe:replay compares in fp32 whatever the run's precision: at bf16's 0.1-nat tolerance the
     trained table (it moves log-probabilities by ~0.05) passed on a CPU with native bf16. Forced

@@ -16,6 +16,7 @@ def test_there_are_enough_honest_variants():
     assert len(CANDIDATES) >= 25
 
 
+@pytest.mark.evaluation
 @pytest.mark.parametrize("path", CANDIDATES, ids=[p.stem for p in CANDIDATES])
 def test_honest_candidate_passes(path):
     result = evaluate_tiny(path)
