@@ -173,6 +173,7 @@ def test_shinka_config_is_current_and_holds_only_keys_shinka_run_accepts():
     assert set(config) - {"evo", "db", "job"} <= runner_keys
 
 
+@pytest.mark.evaluation
 def test_shinka_evaluate_copied_away_from_the_checkout(tmp_path):
     """shinka_run runs a copy of evaluate.py in its results folder: found through PLASA_HOME, and a
     clear correct.json error (exit 0) when the project cannot be found."""
