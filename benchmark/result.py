@@ -71,6 +71,12 @@ class Result(TypedDict, total=False):
                              # deterministic algorithms, cuBLAS workspace
     sandbox: str             # what confined the workers (Landlock version, or none)
     probe_seed: str          # the OS randomness behind this run's probes (hex), for reproduction
+    audit: bool              # the hidden causality probes ran at the audit's power (spec.audit)
+    probe_power: dict        # {positions_tested: cut positions the hidden causal rows tested for a
+                             #  next-token leak; leak_density_caught_99: the fraction of positions
+                             #  a leak must fire at to be caught with probability 0.99;
+                             #  leak_worth_caught_99: what such a leak is worth, as a fraction of
+                             #  this run's perplexity} (benchmark/judge/power.py)
     peak_rss_mb: float       # the workers' peak resident memory
     compile_beats: int       # "compiling" heartbeats the workers sent while torch.compile built
                              # code (one per spec.compile_beat_s; absent when none)

@@ -92,6 +92,9 @@ class Spec:
     compile_beat_s: float = 10.0
     # Resident memory cap of the worker, MiB.
     memory_limit_mb: int = 12288
+    # Bytes of each worker's stdout and stderr the judge forwards to its own stderr (with progress
+    # on); the rest is read, counted and dropped, and the result's worker_output says how much.
+    output_limit_bytes: int = 4 << 20
 
     # --- budget checks against the reference candidate (initial_program.py) ---
     # Reference parameter count in fp32 equivalents: the state dict's bytes / 4, the measure the

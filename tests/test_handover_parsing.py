@@ -86,3 +86,39 @@ def test_a_cache_entry_nested_deeper_than_the_parser_goes_is_ignored(tmp_path):
     entry = tmp_path / "entry.json"
     entry.write_text('{"a": ' + _nested(200_000) + "}")
     assert _cached(entry) is None
+
+
+# ---------------------------------------------------------------- stdout and stderr
+class _Stream:
+    """A worker's stdout pipe, read in pieces."""
+
+    def __init__(self, pieces: list) -> None:
+        self.pieces = list(pieces)
+
+    def read1(self, n: int) -> bytes:
+        return self.pieces.pop(0)[:n] if self.pieces else b""
+
+
+def test_worker_output_is_forwarded_up_to_its_limit_then_counted_and_dropped():
+    import io
+
+    from benchmark.judge.launch import LOG_TAIL_CHARS, _LogReader
+
+    echo = io.StringIO()
+    pieces = [b"step 1\n", "\u00e9t\u00e9 ".encode() * 500, b"x" * 65536, b"the end\n"]
+    reader = _LogReader(_Stream(pieces), echo, limit=1000)
+    reader.run()
+    total = sum(map(len, pieces))
+    assert reader.counts() == {"bytes": total, "forwarded_bytes": 1000, "dropped_bytes": total - 1000}
+    forwarded, notice = echo.getvalue().split("\n[plasa]")
+    assert forwarded.startswith("step 1\n\u00e9t\u00e9") and len(forwarded.encode()) <= 1000 + 3
+    assert "counted and dropped" in notice
+    assert reader.tail.endswith("x" * 100 + "the end\n") and len(reader.tail) == LOG_TAIL_CHARS
+
+
+def test_worker_output_is_counted_without_an_echo():
+    from benchmark.judge.launch import _LogReader
+
+    reader = _LogReader(_Stream([b"y" * 5000]), None, limit=1000)
+    reader.run()
+    assert reader.counts() == {"bytes": 5000, "forwarded_bytes": 0, "dropped_bytes": 4000}

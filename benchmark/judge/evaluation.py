@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import budget, probes
+from . import budget, power, probes
 from .launch import WorkerGone, WorkerProcess
 from .placement import worker_placement
 from .tuning import cpu_model, resolve
@@ -454,9 +454,10 @@ class Evaluation:
         windows first."""
         spec = self.spec
         self.enter("validate")
-        plan = probes.hidden_plan(self.val_x, spec.val_batch_size, spec.probe_causal_rows,
+        plan = probes.hidden_plan(self.val_x, spec.val_batch_size, power.causal_rows(spec),
                                   spec.probe_repeat_rows, spec.probe_vocab_columns, spec.vocab_size,
                                   spec.seed, self.rng)
+        self.result.update(audit=spec.audit, probe_power=power.summary(plan.positions_tested, None))
         recorder = probes.HiddenRecorder(plan, self.val_y)
         score = Score(len(self.val_x))
         tol = spec.probe_tol_bf16 if self.precision == "bf16" else spec.probe_tol_fp32
@@ -493,6 +494,7 @@ class Evaluation:
         self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t1
         budget.raise_on_failure("probe", hidden)
         self.result.update(score.metrics())
+        self.result["probe_power"] = power.summary(plan.positions_tested, self.result.get("val_loss"))
 
     def replay(self, worker: WorkerProcess, exchange: Exchange) -> None:
         """The fresh process must give the trained model's logits on the replay windows, in fp32

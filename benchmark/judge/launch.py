@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..protocol import Message, Op, ProtocolError, WorkerRequest
+from ..spec import SPEC
 from .cpugroup import CpuGroup
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -180,22 +181,44 @@ def worker_env(workdir: Path, threads: Optional[int] = None, extra: Optional[dic
 
 
 class _LogReader(threading.Thread):
-    """Drains the worker's stdout+stderr: echoed, and kept as a bounded tail for feedback."""
+    """Drains the worker's stdout+stderr (a worker that cannot write would stall): its first `limit`
+    bytes are echoed, the rest counted and dropped (a candidate writing gigabytes must not fill the
+    judge's log), and a bounded tail is kept for feedback."""
 
-    def __init__(self, stream, echo) -> None:
+    def __init__(self, stream, echo, limit: int) -> None:
         super().__init__(daemon=True)
-        self.stream, self.echo, self.tail = stream, echo, ""
+        self.stream, self.echo, self.limit = stream, echo, limit
+        self.total = self.forwarded = 0  # bytes read, bytes echoed
+        self._tail = b""
+
+    @property
+    def tail(self) -> str:
+        return self._tail.decode("utf-8", errors="replace")[-LOG_TAIL_CHARS:]
+
+    def counts(self) -> dict:
+        """Bytes the worker wrote, forwarded to the echo, and dropped past the limit."""
+        return {"bytes": self.total, "forwarded_bytes": self.forwarded,
+                "dropped_bytes": max(0, self.total - self.limit)}
+
+    def _write(self, text: str) -> None:
+        try:
+            self.echo.write(text)
+            self.echo.flush()
+        except (OSError, ValueError):
+            pass
 
     def run(self) -> None:
         for raw in iter(lambda: self.stream.read1(65536), b""):
-            text = raw.decode("utf-8", errors="replace")
-            if self.echo is not None:
-                try:
-                    self.echo.write(text)
-                    self.echo.flush()
-                except (OSError, ValueError):
-                    pass
-            self.tail = (self.tail + text)[-LOG_TAIL_CHARS:]
+            room = self.limit - self.total
+            self.total += len(raw)
+            self._tail = (self._tail + raw)[-4 * LOG_TAIL_CHARS:]  # up to 4 bytes a character
+            if self.echo is None or room <= 0:
+                continue
+            self._write(raw[:room].decode("utf-8", errors="replace"))
+            self.forwarded += min(room, len(raw))
+            if len(raw) > room:
+                self._write(f"\n[plasa] this worker's output passed {self.limit:,} bytes (spec.output_limit_bytes): "
+                            "the rest is counted and dropped (the result's worker_output)\n")
 
 
 class WorkerProcess:
@@ -206,7 +229,7 @@ class WorkerProcess:
 
     def __init__(self, workdir: Path, deadline: float, memory_limit_mb: int,
                  threads: Optional[int] = None, echo=None, isolate: bool = True,
-                 extra_env: Optional[dict] = None) -> None:
+                 extra_env: Optional[dict] = None, output_limit: Optional[int] = None) -> None:
         self.deadline, self.memory_limit_mb, self.workdir = deadline, memory_limit_mb, workdir
         self.started = False
         self.tracked: dict = {}
@@ -235,7 +258,8 @@ class WorkerProcess:
         self.isolation += (f"; CPU time from its own {self.group.describe}" if self.group is not None else
                            "; CPU time from /proc (no cgroup could be made: a child the kernel reaps "
                            "itself is not counted)")
-        self.logs = _LogReader(self.proc.stdout, echo)
+        self.logs = _LogReader(self.proc.stdout, echo,
+                               SPEC.output_limit_bytes if output_limit is None else output_limit)
         self.logs.start()
         self._channel = os.fdopen(read_fd, "rb")
         reader = threading.Thread(target=self._read_channel, daemon=True)

@@ -117,19 +117,17 @@ def band_mask(cuts: np.ndarray, seq_len: int) -> torch.Tensor:
     return torch.as_tensor((t <= cuts[:, None]) & (t > cuts[:, None] - GAIN_BAND))
 
 
-def compare(name: str, ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor, tol: float,
-            gain_tol: float, what: str, gain_mask: Optional[torch.Tensor] = None,
-            targets: Optional[torch.Tensor] = None) -> dict:
-    """ref/alt: (n, T, C) log-probabilities; mask (n, T): positions that must agree. With
-    gain_mask, `targets` (n, T) index each position's true next token in the last dimension (the
-    last column when None)."""
+def row_stats(ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor,
+              gain_mask: Optional[torch.Tensor] = None, targets: Optional[torch.Tensor] = None) -> tuple:
+    """Per row of ref/alt (n, T, C) log-probabilities: the largest change over `mask` (n, T) (-inf
+    where a row has no such position), and with gain_mask, for the cut itself and for the band up
+    to it, each row's mean gain of the true next token and whether it has any: (worst (n,),
+    [(mean (n,), has (n,))] or []). `targets` (n, T) index each position's true next token in the
+    last dimension (the last column when None)."""
     diff = (ref - alt).abs().amax(-1)  # (n, T)
-    worst = float(diff[mask].max()) if bool(mask.any()) else 0.0
-    if not math.isfinite(worst):
-        worst = math.inf
-    detail = f"{ref.shape[0]} windows: largest log-probability change {worst:.2e} nats (tolerance {tol:g})"
-    passed = worst <= tol
-    if gain_mask is not None and bool(gain_mask.any()):
+    worst = diff.masked_fill(~mask, -math.inf).amax(1)  # (n,)
+    gains_by_mask = []
+    if gain_mask is not None:
         if targets is None:
             targets = torch.full(gain_mask.shape, ref.shape[-1] - 1, dtype=torch.long)
         index = targets.unsqueeze(-1)
@@ -137,10 +135,23 @@ def compare(name: str, ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor,
         # at the cut itself (a next-token leak shows there) and over the band up to it
         last = gain_mask & ~torch.roll(gain_mask, -1, dims=1)
         last[:, -1] = gain_mask[:, -1]
-        worst_mean, leak = 0.0, False
         for mask_ in (last, gain_mask):
-            per_row = (gains * mask_).sum(1) / mask_.sum(1).clamp_min(1)
-            rows = per_row[mask_.any(1)].double()
+            gains_by_mask.append(((gains * mask_).sum(1) / mask_.sum(1).clamp_min(1), mask_.any(1)))
+    return worst, gains_by_mask
+
+
+def verdict(name: str, n: int, worst: torch.Tensor, gains_by_mask: list, tol: float, gain_tol: float,
+            what: str) -> dict:
+    """The check from row_stats over n rows: every change within `tol`, and no mean gain over
+    `gain_tol` and GAIN_Z standard errors."""
+    top = float(worst.max()) if len(worst) else -math.inf
+    top = 0.0 if top == -math.inf else (top if math.isfinite(top) else math.inf)
+    detail = f"{n} windows: largest log-probability change {top:.2e} nats (tolerance {tol:g})"
+    passed = top <= tol
+    if gains_by_mask and bool(gains_by_mask[-1][1].any()):
+        worst_mean, leak = 0.0, False
+        for per_row, has in gains_by_mask:
+            rows = per_row[has].double()
             mean = float(rows.mean())
             se = float(rows.std() / math.sqrt(len(rows))) if len(rows) > 1 else 0.0
             leak = leak or (mean > gain_tol and mean > GAIN_Z * se)
@@ -150,6 +161,33 @@ def compare(name: str, ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor,
     if passed:
         return check(name, True, detail)
     return check(name, False, f"{what} ({detail})")
+
+
+def compare(name: str, ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor, tol: float,
+            gain_tol: float, what: str, gain_mask: Optional[torch.Tensor] = None,
+            targets: Optional[torch.Tensor] = None) -> dict:
+    """ref/alt: (n, T, C) log-probabilities; mask (n, T): positions that must agree. With
+    gain_mask, `targets` (n, T) index each position's true next token in the last dimension (the
+    last column when None)."""
+    return verdict(name, ref.shape[0], *row_stats(ref, alt, mask, gain_mask, targets), tol, gain_tol, what)
+
+
+COMPARE_ROWS = 256  # rows stacked at a time by compare_pairs
+
+
+def compare_pairs(name: str, pairs: list, mask: torch.Tensor, tol: float, gain_tol: float, what: str,
+                  gain_mask: Optional[torch.Tensor] = None) -> dict:
+    """compare() over a list of (ref, alt) rows, each (T, C), COMPARE_ROWS at a time: an audit's
+    thousands of probe rows are never stacked whole (two 0.4 GB copies and their difference)."""
+    worst, gains = [], []
+    for lo in range(0, len(pairs), COMPARE_ROWS):
+        part, hi = pairs[lo:lo + COMPARE_ROWS], lo + COMPARE_ROWS
+        w, g = row_stats(torch.stack([a for a, _ in part]), torch.stack([b for _, b in part]), mask[lo:hi],
+                         None if gain_mask is None else gain_mask[lo:hi])
+        worst.append(w)
+        gains.append(g)
+    joined = [tuple(torch.cat([g[k][j] for g in gains]) for j in (0, 1)) for k in range(len(gains[0]))]
+    return verdict(name, len(pairs), torch.cat(worst), joined, tol, gain_tol, what)
 
 
 LEAK = ("future leak: the log-probabilities at positions before a cut point changed when only the "
@@ -203,7 +241,7 @@ class HiddenPlan:
     process (a table of the continuations it has seen) then meets each probe copy without the
     original's history, and the comparison shows what that history bought.
 
-    Probe rows: `n_causal` validation windows cut at every position over the run, their suffix
+    Probe rows: `n_causal` validation windows cut at distinct positions (causal_rows), their suffix
     taken from other validation windows; and repeats of validation windows. Each is compared with
     the same window's log-probabilities in its own validation batch.
     """
@@ -213,6 +251,8 @@ class HiddenPlan:
     row_window: np.ndarray = None                  # (P,) the validation window each row copies
     row_cut: np.ndarray = None                     # (P,) cut point, or -1 for a repeat
     columns: torch.Tensor = None                   # (C,) secret vocabulary columns
+    positions_tested: int = 0                      # causal rows whose token after the cut changed:
+                                                   # each tests its cut for a next-token leak
 
     @property
     def wanted(self) -> set:
@@ -245,10 +285,7 @@ def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int
     window_run = np.zeros(n, dtype=np.int64)
     for b, windows in zip(owner, real):
         window_run[windows] = b
-    n_causal = min(n_causal, n)
-    originals = rng.choice(order, size=n_causal, replace=False)
-    cuts = stratified_cuts(n_causal, seq_len, rng)
-    donors = np.array([rng.choice(order[order != w]) if n > 1 else w for w in originals], dtype=np.int64)
+    originals, cuts, donors = causal_rows(val_x, order, n_causal, rng)
     repeats = rng.choice(order, size=n_repeat, replace=n < n_repeat)
     row_window = np.concatenate([originals, repeats]).astype(np.int64)
     row_cut = np.concatenate([cuts, -np.ones(len(repeats), dtype=np.int64)])
@@ -291,10 +328,53 @@ def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int
     # the other's: a model whose output depends on how many batches it has seen would agree there
     runs = min((arrange() for _ in range(ARRANGE_TRIES)), key=lambda runs: _aligned(runs, row_window))
     columns = torch.as_tensor(np.sort(rng.choice(vocab, size=min(n_columns, vocab), replace=False)))
-    return HiddenPlan(runs, row_x, row_window, row_cut, columns)
+    tested = int((val_x[donors, cuts + 1] != val_x[originals, cuts + 1]).sum())
+    return HiddenPlan(runs, row_x, row_window, row_cut, columns, tested)
 
 
 ARRANGE_TRIES = 32
+DONOR_TRIES = 8
+
+
+def causal_rows(val_x: np.ndarray, order: np.ndarray, n_causal: int, rng: np.random.Generator) -> tuple:
+    """(windows, cuts, donors), each (k,): the hidden causality rows. k = n_causal distinct (window,
+    cut) positions, at most every position of every window. A next-token leak shows in a row only
+    at its cut (the one position whose own prefix is kept and whose next token changes), so each
+    row tests one position and power grows with k (benchmark/judge/power.py). The cuts are
+    stratified over [0, T - 2] (every position once when k = T - 1), the windows spread evenly
+    (each window once before any twice), and each donor is another window whose token after the
+    cut differs from the original's where one is found in DONOR_TRIES draws (an equal token would
+    test nothing there)."""
+    n, seq_len = val_x.shape
+    m = seq_len - 1
+    k = min(n_causal, n * m)
+    if k < 1:
+        none = np.zeros(0, dtype=np.int64)
+        return none, none, none
+    cuts = stratified_cuts(k, seq_len, rng)
+    windows = np.concatenate([rng.permutation(order) for _ in range(-(-k // n))])[:k].astype(np.int64)
+    key = windows * m + cuts
+    _, first = np.unique(key, return_index=True)
+    if len(first) < k:  # a window drawn twice at one cut takes a cut it has not got yet
+        used = set(key[first].tolist())
+        for i in np.setdiff1d(np.arange(k), first):
+            w = int(windows[i])
+            free = [c for c in range(m) if w * m + c not in used]
+            cuts[i] = free[int(rng.integers(len(free)))]
+            used.add(w * m + int(cuts[i]))
+    if n == 1:
+        return windows, cuts, windows.copy()
+    place = np.empty(n, dtype=np.int64)
+    place[order] = np.arange(n)
+    donors = np.empty(k, dtype=np.int64)
+    todo = np.arange(k)
+    for _ in range(DONOR_TRIES):
+        j = rng.integers(0, n - 1, size=len(todo))
+        donors[todo] = order[j + (j >= place[windows[todo]])]  # any window but the original
+        todo = todo[val_x[donors[todo], cuts[todo] + 1] == val_x[windows[todo], cuts[todo] + 1]]
+        if not len(todo):
+            break
+    return windows, cuts, donors
 
 
 def _aligned(runs: list, row_window: np.ndarray) -> int:
@@ -309,6 +389,7 @@ class HiddenRecorder:
 
     def __init__(self, plan: HiddenPlan, val_y: np.ndarray) -> None:
         self.plan = plan
+        self.wanted = plan.wanted
         self.val_y = torch.as_tensor(val_y)
         self.real: dict = {}
         self.probe: dict = {}
@@ -318,7 +399,7 @@ class HiddenRecorder:
         """`logp` (n, T, C + 1): each window's log-probabilities on the secret columns and, last,
         on its true next token."""
         for row, w in enumerate(windows):
-            if int(w) in self.plan.wanted:
+            if int(w) in self.wanted:
                 self.real[int(w)] = logp[row].float()
                 self.order[("real", int(w))] = step
 
@@ -330,17 +411,16 @@ class HiddenRecorder:
 
     def checks(self, tol: float, gain_tol: float) -> list:
         plan, T = self.plan, self.val_y.shape[1]
-        if len(self.probe) != len(plan.row_window) or not plan.wanted <= set(self.real):
+        if len(self.probe) != len(plan.row_window) or not self.wanted <= set(self.real):
             return [check("probe:hidden", False, "not every probe batch was evaluated")]
         causal = np.flatnonzero(plan.row_cut >= 0)
         repeat = np.flatnonzero(plan.row_cut < 0)
         out = []
         if len(causal):
-            ref = torch.stack([self.real[int(plan.row_window[i])] for i in causal])
-            alt = torch.stack([self.probe[int(i)] for i in causal])
+            pairs = [(self.real[int(plan.row_window[i])], self.probe[int(i)]) for i in causal]
             cuts = plan.row_cut[causal]
-            out.append(compare("probe:causality_eval", ref, alt, prefix_mask(cuts, T), tol, gain_tol,
-                               LEAK, band_mask(cuts, T)))
+            out.append(compare_pairs("probe:causality_eval", pairs, prefix_mask(cuts, T), tol, gain_tol,
+                                     LEAK, band_mask(cuts, T)))
         if len(repeat):
             # signed by time: a model that profits from what it saw earlier gains on the later copy
             later_first = [self.order[("probe", int(i))] > self.order[("real", int(plan.row_window[i]))]
@@ -348,9 +428,7 @@ class HiddenRecorder:
             pairs = [(self.probe[int(i)], self.real[int(plan.row_window[i])]) if late else
                      (self.real[int(plan.row_window[i])], self.probe[int(i)])
                      for i, late in zip(repeat, later_first)]
-            later = torch.stack([a for a, _ in pairs])
-            earlier = torch.stack([b for _, b in pairs])
             everywhere = torch.ones(len(repeat), T, dtype=torch.bool)
-            out.append(compare("probe:batch_independence", later, earlier, everywhere, tol, gain_tol,
-                               MIXING, everywhere))
+            out.append(compare_pairs("probe:batch_independence", pairs, everywhere, tol, gain_tol,
+                                     MIXING, everywhere))
         return out
