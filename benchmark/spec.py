@@ -139,7 +139,17 @@ class Spec:
     # training: causality in eval and train mode, batch independence).
     probe_windows: int = 8
     # Validation windows cut for the hidden causality probes (seq_len - 1: every cut position).
+    # Each row tests one position for a next-token leak, so these rows set the probes' power: a
+    # leak firing at a fraction f of positions passes with probability about exp(-rows x f)
+    # (benchmark/judge/power.py, docs/probe-power.md): 127 rows catch f = 3.6% with 99%.
     probe_causal_rows: int = 127
+    # A full-power probe audit (--audit; stage 3's extra seeds, the first seed of --seeds): the
+    # hidden causality probes cut audit_causal_rows distinct positions instead. Not a score-
+    # defining field: an audited result is as official as any, and caches apart.
+    audit: bool = False
+    # 2385 rows catch, with 99%, a leak worth 1% of the reference's perplexity (density
+    # -ln(0.99) / ln(reference_val_ppl) = 0.19% of positions); 3000 leave a margin (miss 0.3%).
+    audit_causal_rows: int = 3000
     # Validation windows repeated in the hidden probe batches (at least; batches are filled).
     probe_repeat_rows: int = 24
     # Secret vocabulary columns compared in the hidden probes (plus each position's true token).
