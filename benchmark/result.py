@@ -78,6 +78,9 @@ class Result(TypedDict, total=False):
                              #  leak_worth_caught_99: what such a leak is worth, as a fraction of
                              #  this run's perplexity} (benchmark/judge/power.py)
     peak_rss_mb: float       # the workers' peak resident memory
+    worker_output: dict      # {bytes: what the workers wrote to stdout and stderr, forwarded_bytes:
+                             #  what the judge echoed (with progress on), dropped_bytes: past
+                             #  spec.output_limit_bytes a worker, read and thrown away}
     compile_beats: int       # "compiling" heartbeats the workers sent while torch.compile built
                              # code (one per spec.compile_beat_s; absent when none)
     cached: bool             # served from the results cache

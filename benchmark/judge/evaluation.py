@@ -98,6 +98,7 @@ class Evaluation:
         self.rng, self.result["probe_seed"] = probes.new_rng()
         self.log_tail = ""
         self.workers: dict = {}
+        self.spawned: list = []  # every worker started, for worker_output()
 
     # ------------------------------------------------------------------ driver
     def run(self) -> dict:
@@ -175,8 +176,18 @@ class Evaluation:
         workdir.mkdir(mode=0o700, exist_ok=True)
         self.workers[name] = WorkerProcess(workdir, self.deadline, self.memory_limit_mb, self.threads,
                                            echo=self.echo if self.progress else None,
-                                           extra_env=self.worker_env)
+                                           extra_env=self.worker_env, output_limit=self.spec.output_limit_bytes)
+        self.spawned.append(self.workers[name])
         return self.workers[name]
+
+    def worker_output(self) -> dict:
+        """What the workers wrote to their stdout and stderr, summed: bytes, forwarded_bytes (to the
+        echo) and dropped_bytes (past spec.output_limit_bytes each, read and thrown away)."""
+        total = {"bytes": 0, "forwarded_bytes": 0, "dropped_bytes": 0}
+        for worker in self.spawned:
+            for key, n in worker.logs.counts().items():
+                total[key] += n
+        return total
 
     def start(self, name: str, role: str) -> tuple:
         worker = self.workers.get(name) or self.spawn(name)

@@ -219,6 +219,7 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
         result.setdefault("environment", {})["run_folder"] = where
         result.setdefault("timings", {})["wall_s"] = time.monotonic() - started
         result["peak_rss_mb"] = round(getattr(evaluation, "peak_rss_mb", 0.0), 1)
+        result["worker_output"] = evaluation.worker_output()
         try:  # what the command line prints: a result it could not print is never cached
             json.dumps(clean(result), allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
