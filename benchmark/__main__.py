@@ -1,6 +1,7 @@
 """`python -m benchmark COMMAND ...`
 
   compare RESULT.json ... [--baseline NAME] [--plot out.png]   leaderboard of results
+  record --candidate R ... --baseline R ...                    the record rule: beats it at p < 0.01?
   openevolve-config [--check FILE]                             print configs/openevolve.yaml
   shinka-config [--check FILE]                                 print shinka/shinka.yaml
   experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR] [--rows A,B]
@@ -14,6 +15,7 @@ import sys
 
 def main(argv: list) -> int:
     commands = {"compare": "benchmark.analysis.compare",
+                "record": "benchmark.analysis.record",
                 "openevolve-config": "benchmark.search.openevolve_config",
                 "shinka-config": "benchmark.search.shinka_config",
                 "experiment": "benchmark.experiments.runner"}

@@ -181,6 +181,11 @@ class Spec:
     smoke_steps: int = 5
     # combined_score of a passing stage 1 (OpenEvolve cascade threshold); far below any 1/ppl.
     stage1_pass_score: float = 1e-6
+    # The record rule (python -m benchmark record): a candidate beats a baseline when, over seeds
+    # paired with the baseline's, its validation loss is lower at one-sided p < record_alpha
+    # (paired t-test) and its mean perplexity gain is at least record_min_gain (a fraction).
+    record_alpha: float = 0.01
+    record_min_gain: float = 0.005
 
     @property
     def official(self) -> bool:
