@@ -4,7 +4,7 @@
         [--seed N] [--steps N] [--device cpu|cuda] [--precision auto|bf16|fp32] [--split validation|test]
         [--val-tokens N] [--allow-uniform-top-k] [--time-limit S] [--memory-limit MB] [--heartbeat S]
         [--stage 1|2|3]
-        [--seeds N] [--no-cache] [--output FILE] [--quiet]
+        [--seeds N] [--audit] [--no-cache] [--output FILE] [--quiet]
     python evaluator.py --program_path P --results_dir D [--k v ...]     (ShinkaEvolve)
 
 Prints one JSON result on stdout (logs and progress on stderr). Exit code 0 when a score was
@@ -70,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{SPEC.stage3_extra_seeds} more seeds averaged when the score is within seed "
                         "noise of the best this cache has seen (noise-aware selection)")
     p.add_argument("--seeds", type=_positive_int, default=1,
-                   help="train N seeds (seed, seed+1, ...): per-seed scores, mean, std, 95%% CI")
+                   help="train N seeds (seed, seed+1, ...): per-seed scores, mean, std, 95%% CI; "
+                        "the first seed's probes run at the audit's power")
+    p.add_argument("--audit", action="store_true",
+                   help=f"full-power probe audit: {SPEC.audit_causal_rows} hidden causality rows instead of "
+                        f"{SPEC.probe_causal_rows}, catching with 99%% a leak worth 1%% of perplexity "
+                        "(docs/probe-power.md); stage 3 audits its extra seeds anyway")
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write the results cache")
     p.add_argument("--output", help="also write the JSON result to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars or worker logs on stderr")
@@ -81,7 +86,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
     """PLASA_OVERRIDES (as for the search integration), then the flags."""
     flags = {"dataset": args.dataset, "seed": args.seed, "steps": args.steps, "split": args.split,
              "val_tokens": args.val_tokens, "heartbeat_s": args.heartbeat,
-             "require_progressive": False if args.allow_uniform_top_k else None}
+             "require_progressive": False if args.allow_uniform_top_k else None,
+             "audit": True if args.audit else None}
     return dict(getattr(args, "env_overrides", {}), **{k: v for k, v in flags.items() if v is not None})
 
 

@@ -31,6 +31,7 @@ def _key(spec: Spec, search_id: Optional[str] = None) -> str:
     cache shares one)."""
     fields = dataclasses.asdict(spec)
     fields.pop("seed", None)
+    fields.pop("audit", None)  # an audit changes no score
     fields["search_id"] = os.environ.get("PLASA_SEARCH_ID", "") if search_id is None else search_id
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -71,8 +72,9 @@ def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, ev
                          search_id: Optional[str] = None, **kwargs) -> dict:
     """One seed (from the cache when stage 2 ran it); when that score is near the best seen by this
     search (`search_id`, else PLASA_SEARCH_ID), spec.stage3_extra_seeds more seeds and their mean
-    (benchmark.analysis.multiseed.aggregate). Records the best. The result carries n_seeds either
-    way. `evaluate` is evaluate_file or a stand-in with its signature (a Ray task)."""
+    (benchmark.analysis.multiseed.aggregate), the first extra seed with the probes' full-power
+    audit. Records the best. The result carries n_seeds either way. `evaluate` is evaluate_file or
+    a stand-in with its signature (a Ray task)."""
     from ..analysis.multiseed import aggregate
 
     if evaluate is None:
@@ -87,9 +89,12 @@ def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, ev
     if not near_best(first, spec, search_id):
         record_best(first, spec, search_id)
         return dict(first, n_seeds=1)
-    runs = [first]
+    # near the best: the probes' full-power audit (spec.audit) on the first extra seed, or on the
+    # one seed when there is none, before the candidate can become the best
+    audit = dict(overrides, audit=True)
+    runs = [first] if spec.stage3_extra_seeds or spec.audit else [evaluate(candidate, overrides=audit, **kwargs)]
     for i in range(1, 1 + spec.stage3_extra_seeds):
-        runs.append(evaluate(candidate, overrides=dict(overrides, seed=spec.seed + i), **kwargs))
+        runs.append(evaluate(candidate, overrides=dict(audit if i == 1 else overrides, seed=spec.seed + i), **kwargs))
         if not runs[-1].get("valid"):
             break
     result = aggregate(runs, 1 + spec.stage3_extra_seeds)
