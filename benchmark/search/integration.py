@@ -156,7 +156,7 @@ def _evaluate(program_path: str, **kwargs) -> dict:
     """evaluate_file here, or as a task on the Ray cluster PLASA_RAY_ADDRESS names."""
     address = os.environ.get("PLASA_RAY_ADDRESS", "").strip()
     if address:
-        from ..judge.placement import remote_evaluate
+        from ..judge.remote import remote_evaluate
 
         return remote_evaluate(program_path, address, **kwargs)
     return evaluate_file(program_path, **kwargs)
