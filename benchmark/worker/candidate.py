@@ -117,7 +117,10 @@ def memory_message(stage: str, allocator: str) -> str:
             "caps the worker)")
 
 
-def import_candidate(path: str, module_name: str = "candidate") -> ModuleType:
+MODULE_NAME = "candidate"  # the candidate module's name (its classes' and functions' __module__)
+
+
+def import_candidate(path: str, module_name: str = MODULE_NAME) -> ModuleType:
     """Executes the candidate file as a module; any exception becomes an EvalFailure('load')."""
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import guard, sandbox
-from .candidate import (build, compile_failure, import_candidate, memory_message, out_of_memory,
+from . import guard, rngs, sandbox
+from .candidate import (MODULE_NAME, build, compile_failure, import_candidate, memory_message, out_of_memory,
                         raised_in_candidate, raised_in_evaluator, tail_traceback)
 from .train import Runtime, counted_flops, forward_logits, make_optimizer, train, train_step
 from .. import numerics, statefile
@@ -264,8 +264,10 @@ class Worker:
         # otherwise differ between the two forwards a probe compares, and in what comes after
         kept = snapshot(self.model) if op.mode == "train" else None
         if op.dropout_seed is not None:
+            # both forwards of a probe draw the same masks: the global RNG seeded alike, and the
+            # model's own generators (dropout from its own torch.Generator) from where they stand
             devices = [self.rt.device] if self.rt.device.type == "cuda" else []
-            with guard.fork_rng(devices=devices):
+            with guard.fork_rng(devices=devices), rngs.forked(self.own_generators()):
                 guard.manual_seed(op.dropout_seed)
                 logits = run()
         else:
@@ -280,6 +282,10 @@ class Worker:
         out.copy_(logits.reshape(-1))
         self.send(Message("out", id=op.id, shape=list(logits.shape), dtype=dtype))
 
+    def own_generators(self) -> list:
+        """The torch.Generator objects the model and the candidate module hold (:mod:`.rngs`)."""
+        return rngs.find((self.model, self.module), MODULE_NAME)
+
     def next_batch(self, step: int) -> tuple:
         """The judge's batch for `step` (it sends each one when the step two before it is done),
         and whether to count the step's FLOPs."""
@@ -292,11 +298,11 @@ class Worker:
     def trial_step(self, tokens: list) -> int:
         """FLOPs of a training step as the loop runs it, with a throwaway optimizer: two steps, the
         second counted (an optimizer's first step may do one-off work). The model's parameters and
-        buffers are put back bit for bit and the RNG restored, so training starts from the same
-        untrained model. The tensors are found in the modules' own dictionaries (:func:`module_tensors`),
-        never through a method the candidate may override (a state_dict(keep_vars=True) that
-        returned copies made the restore write into the copies: the model kept 50 extra passes of
-        the trial's first step)."""
+        buffers are put back bit for bit and the RNG (its own generators too) restored, so training
+        starts from the same untrained model. The tensors are found in the modules' own dictionaries
+        (:func:`module_tensors`), never through a method the candidate may override (a
+        state_dict(keep_vars=True) that returned copies made the restore write into the copies: the
+        model kept 50 extra passes of the trial's first step)."""
         model = self.model
         before, saved = snapshot(model)
         optimizer, scheduler = make_optimizer(model, self.module, self.spec, self.config)
@@ -306,7 +312,7 @@ class Worker:
         model.train()
         step = lambda first: train_step(model, optimizer, scheduler, window, self.spec, self.rt,  # noqa: E731
                                         params, first)
-        with guard.fork_rng(devices=devices):
+        with guard.fork_rng(devices=devices), rngs.forked(self.own_generators()):
             step(True)
             _, flops = counted_flops(lambda: step(False))
         restore(before, saved)
