@@ -245,7 +245,7 @@ class Evaluation:
         worker, exchange = self.start("train", "train")
         with worker:
             try:
-                self.result["sandbox"] = f"{self.expect(worker, 'hello').sandbox}; {worker.isolation}"
+                self.result["sandbox"] = worker.sandbox(self.expect(worker, "hello").sandbox)
                 self.enter("build")
                 t0 = time.perf_counter()
                 built = self.expect(worker, "built")

@@ -1,4 +1,4 @@
-"""Starting, watching and stopping one worker process. Standard library only.
+"""Starting, watching and stopping one worker process. Standard library and psutil.
 
 A worker runs ``python -m benchmark.worker FD`` in a new session (its own process group), in its
 own PID, IPC and network namespaces where the machine allows, with PR_SET_PDEATHSIG so it dies
@@ -6,13 +6,16 @@ with the judge. A watchdog thread kills the whole group when the
 evaluation's wall clock runs out, when its resident memory passes the cap, or when the evaluation
 is cancelled. :meth:`WorkerProcess.recv` waits for the next message at most the heartbeat limit:
 silence longer than that is a hang and kills the worker. The judge reads the worker's CPU time from
-/proc, outside the worker's reach.
+its cgroup where it could make one, else from its process tree; the tree, its resident memory and
+its CPU time come from psutil, on any platform (no /proc needed), outside the worker's reach. What a
+host cannot enforce (benchmark.host) is labelled in the result's ``sandbox`` and warned once.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import queue
 import shutil
@@ -24,9 +27,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import psutil
+
+from .. import host
 from ..protocol import Message, Op, ProtocolError, WorkerRequest
 from ..spec import SPEC
 from .cpugroup import CpuGroup
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL_CHARS = 6000
@@ -34,7 +42,6 @@ POLL_S = 0.1
 # Set to stop every evaluation in flight in this process (their workers are killed), e.g. when a
 # study is interrupted with Ctrl-C while evaluations run in threads.
 CANCEL = threading.Event()
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class WorkerGone(Exception):
@@ -55,7 +62,6 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 NAMESPACES = ("--pid", "--fork", "--kill-child", "--ipc", "--net")
 
 
-@functools.lru_cache(maxsize=None)
 def isolation() -> tuple:
     """(command prefix, description): the worker runs in its own user, PID, IPC and network
     namespaces through util-linux ``unshare`` (without the user namespace where that is refused).
@@ -63,6 +69,13 @@ def isolation() -> tuple:
     it), and SysV shared memory, message queues, abstract sockets, loopback traffic and the user's
     keyrings cannot carry anything to another worker.
     Where neither works, workers run without (the result's ``sandbox`` says so)."""
+    if host.switched_off("namespaces"):
+        return (), f"no namespaces ({host.why_off('namespaces')})"
+    return _namespaces()
+
+
+@functools.lru_cache(maxsize=None)
+def _namespaces() -> tuple:
     tool = shutil.which("unshare")
     if tool is None or sys.platform != "linux":
         return (), "no namespaces (util-linux unshare not found)"
@@ -80,54 +93,69 @@ def isolation() -> tuple:
 
 MAX_LINE = 1 << 20  # a longer channel line is a protocol breach (a worker flooding the judge)
 
+# What a worker lacks without each host feature (benchmark.host), for the warning.
+UNENFORCED = {"landlock": "no file-system or network wall (Landlock)",
+              "namespaces": "no PID, IPC or network namespaces of its own",
+              "cgroup": "no cgroup (the CPU time of children the kernel reaps itself is not counted)"}
+_WARNED: set = set()  # features warned about in this process
+
+
+def _session(pid: int) -> Optional[int]:
+    try:
+        return os.getsid(pid)
+    except (OSError, AttributeError):  # gone, or a platform without sessions
+        return None
+
 
 def _processes() -> dict:
-    """pid -> stat fields after the command name, for every process (Linux /proc)."""
+    """pid -> (psutil.Process, parent pid) for every process the judge can see."""
     found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                stat = fh.read()
-            found[int(entry.name)] = stat[stat.rindex(")") + 2:].split()
-        except (OSError, ValueError, IndexError):
-            continue
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info.get("ppid")
+        if ppid is not None:
+            found[proc.pid] = (proc, ppid)
     return found
 
 
+def _same(pid: int, proc: "psutil.Process") -> bool:
+    """`pid` is still the process `proc` was (not a new one given its number)."""
+    try:
+        return psutil.Process(pid) == proc  # pid and start time
+    except psutil.Error:
+        return False
+
+
 def descendants(root: int, known: dict) -> dict:
-    """pid -> start time of `root` and every process descended from it or in its session,
+    """pid -> psutil.Process of `root` and every process descended from it or in its session,
     including ones seen before (in `known`) that have since left the session with setsid or been
     re-parented: a worker's helpers are counted and killed with it."""
     table = _processes()
-    tracked = {pid: start for pid, start in known.items() if pid in table and table[pid][19] == start}
+    tracked = {pid: proc for pid, proc in known.items() if pid in table and _same(pid, proc)}
     if root in table:
-        tracked[root] = table[root][19]
+        tracked[root] = table[root][0]
     grew = True
     while grew:
         grew = False
-        for pid, fields in table.items():
-            if pid not in tracked and (int(fields[1]) in tracked or int(fields[3]) == root):
-                tracked[pid] = fields[19]
+        for pid, (proc, ppid) in table.items():
+            if pid not in tracked and (ppid in tracked or _session(pid) == root):
+                tracked[pid] = proc
                 grew = True
     return tracked
 
 
-def usage(pids: dict) -> tuple:
-    """(resident MiB, CPU seconds with reaped children) of the processes in `pids`."""
-    pages = ticks = 0
-    for pid in pids:
+def usage(procs: dict) -> tuple:
+    """(resident MiB, CPU seconds with reaped children) of the processes in `procs` (pid ->
+    psutil.Process, as :func:`descendants` gives)."""
+    rss = cpu = 0.0
+    for proc in procs.values():
         try:
-            with open(f"/proc/{pid}/statm") as fh:
-                pages += int(fh.read().split()[1])
-            with open(f"/proc/{pid}/stat") as fh:
-                stat = fh.read()
-            fields = stat[stat.rindex(")") + 2:].split()
-            ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-        except (OSError, ValueError, IndexError):
+            with proc.oneshot():
+                memory, times = proc.memory_info(), proc.cpu_times()
+        except psutil.Error:
             continue
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, ticks / CLOCK_TICKS
+        rss += memory.rss
+        cpu += times.user + times.system + times.children_user + times.children_system
+    return rss / 2**20, cpu
 
 
 MAX_FOLDER_ENTRIES = 100_000
@@ -240,7 +268,9 @@ class WorkerProcess:
         read_fd, write_fd = os.pipe()
         env = worker_env(workdir, threads, extra_env)
         prefix, self.isolation = isolation() if isolate else ((), "no namespaces (disabled)")
-        group = self.group = CpuGroup.create()
+        # what this host could not give the worker (a missing feature, not one the caller disabled)
+        self.unenforced = ["namespaces"] if isolate and not prefix else []
+        group = self.group = None if host.switched_off("cgroup") else CpuGroup.create()
 
         def preexec() -> None:  # in the child, before exec: nothing of the worker has run yet
             _set_pdeathsig()
@@ -255,9 +285,13 @@ class WorkerProcess:
         if group is not None and not group.holds(self.proc.pid):
             group.remove(0.0)
             self.group = None
-        self.isolation += (f"; CPU time from its own {self.group.describe}" if self.group is not None else
-                           "; CPU time from /proc (no cgroup could be made: a child the kernel reaps "
-                           "itself is not counted)")
+        if self.group is None:
+            self.unenforced.append("cgroup")
+            why = host.why_off("cgroup") if host.switched_off("cgroup") else "no cgroup could be made"
+            self.isolation += (f"; CPU time from its process tree ({why}: a child the kernel reaps "
+                               "itself is not counted)")
+        else:
+            self.isolation += f"; CPU time from its own {self.group.describe}"
         self.logs = _LogReader(self.proc.stdout, echo,
                                SPEC.output_limit_bytes if output_limit is None else output_limit)
         self.logs.start()
@@ -353,9 +387,23 @@ class WorkerProcess:
                                             "memory limit"))
             time.sleep(POLL_S)
 
+    def sandbox(self, wall: str) -> str:
+        """The result's ``sandbox`` field: the worker's wall (its hello) and its isolation. What
+        this host could not enforce is warned about once per judge process."""
+        missing = ((["landlock"] if wall.startswith("none") and "disabled by the judge" not in wall else [])
+                   + self.unenforced)
+        new = [name for name in missing if name not in _WARNED]
+        if new:
+            _WARNED.update(new)
+            log.warning("this host cannot enforce every wall around a candidate: %s. Evaluations run and "
+                        "score all the same (each result's 'sandbox' field says what was missing); "
+                        "evaluate untrusted code on Linux 5.13+ with util-linux unshare and a writable "
+                        "cgroup", "; ".join(UNENFORCED[name] for name in new))
+        return f"{wall}; {self.isolation}"
+
     def cpu_s(self) -> float:
         """CPU seconds of the worker and its helpers, outside its reach: from its cgroup (every
-        process it ever started) where it has one, else from /proc."""
+        process it ever started) where it has one, else from its process tree."""
         if self.group is not None:
             try:
                 return self.group.cpu_s()

@@ -7,8 +7,9 @@ folder. The token caches, the data folders, the other worker's folder, other eva
 ``open``; TCP connects and binds are
 denied, and so are signals to processes outside the sandbox (the judge) and ptrace of them.
 
-Landlock needs Linux 5.13+; where the kernel lacks it, :func:`restrict` returns "none" and the
-evaluation goes on (the result records it), since the judge's checks do not depend on it.
+Landlock needs Linux 5.13+; where the kernel lacks it (or PLASA_HOST_WITHOUT switches it off:
+benchmark.host), :func:`restrict` returns "none" and the evaluation goes on (the result records it,
+the judge warns), since the judge's checks do not depend on it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import ctypes
 import glob
 import os
 import platform
+
+from .. import host
 
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446  # same on x86_64 and aarch64
 PR_SET_NO_NEW_PRIVS = 38
@@ -80,6 +83,8 @@ def rules(writable: str, readable: tuple, device: str = "cpu", nodes: tuple = NV
 def restrict(writable: str, readable: tuple, device: str = "cpu", nodes: tuple = NVIDIA_NODES) -> str:
     """Confines this process to :func:`rules`; returns a description of the wall ("landlock vN
     ..." or "none")."""
+    if host.switched_off("landlock"):
+        return f"none ({host.why_off('landlock')})"
     abi = abi_version()
     if abi < 1:
         return "none (the kernel has no Landlock)"
