@@ -1,8 +1,9 @@
 """The findings' statistics and definitions: t quantiles, paired differences and Holm against
 textbook values; the schedules document's 6-layer definitions; the warm-up rows' main-model steps;
 the runner keeping only runs of a row's current definition by the current evaluator; and the
-committed reports (docs/findings/*/summary.md, README "Findings") against numbers recomputed from
-the committed run files, independently of the report's code (scipy's t distribution, a naive Holm).
+committed reports (docs/findings/*/summary.md, docs/findings.md "Findings") against numbers
+recomputed from the committed run files, independently of the report's code (scipy's t
+distribution, a naive Holm).
 """
 
 from __future__ import annotations
@@ -213,11 +214,11 @@ def test_committed_summary_prints_the_numbers_recomputed_from_the_runs(name):
         assert line in summary, line
 
 
-def test_readme_findings_quote_only_numbers_the_reports_print():
-    """Every effect (difference [CI]) and mean +- std in README "Findings" is printed by a committed
-    summary, and a Holm p quoted after an effect is the one the same summary line gives it."""
-    readme = (REPO / "README.md").read_text()
-    findings = " ".join(readme.split("\n## Findings\n")[1].split("\n## ")[0].split())
+def test_docs_findings_quote_only_numbers_the_reports_print():
+    """Every effect (difference [CI]) and mean +- std in docs/findings.md "Findings" is printed by a
+    committed summary, and a Holm p quoted after an effect is the one the same summary line gives it."""
+    doc = (REPO / "docs" / "findings.md").read_text()
+    findings = " ".join(doc.split("\n## Findings\n")[1].split("\n## ")[0].split())
     lines = [line for s in studies.STUDIES for line in (FINDINGS / s / "summary.md").read_text().splitlines()]
     effect = r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]"
     quoted = re.findall(effect, findings) + re.findall(r"\d+\.\d\d \+- \d+\.\d\d", findings)

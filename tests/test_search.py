@@ -255,8 +255,8 @@ def test_evaluate_runs_as_a_task_on_a_ray_cluster(monkeypatch, tmp_path):
 
 
 def test_selection_noise_picks_and_the_readme_figures():
-    """benchmarks/selection_noise.py: a one-seed pick against the best mean, and README quotes
-    what it prints for the committed runs."""
+    """benchmarks/selection_noise.py: a one-seed pick against the best mean, and docs/search.md
+    quotes what it prints for the committed runs."""
     import importlib.util
     import re
 
@@ -269,10 +269,10 @@ def test_selection_noise_picks_and_the_readme_figures():
     selections = [p for rows in found.values() for p in module.picks(rows)]
     differ = sum(pick != best for _, pick, best, _ in selections)
     regrets = [r for *_, r in selections]
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPO / "docs" / "search.md").read_text().split())
     quoted = re.search(r"best 3-seed mean in (\d+) of (\d+) selections, and the pick's mean perplexity "
                        r"was then ([\d.]+)% worse on average, ([\d.]+)% at most", readme)
-    assert quoted, "README no longer quotes benchmarks/selection_noise.py"
+    assert quoted, "docs/search.md no longer quotes benchmarks/selection_noise.py"
     assert (int(quoted.group(1)), int(quoted.group(2))) == (differ, len(selections))
     assert float(quoted.group(3)) == round(sum(regrets) / len(regrets), 2)
     assert float(quoted.group(4)) == round(max(regrets), 2)

@@ -1,4 +1,4 @@
-"""benchmarks/speed.py's stage table, and README's quote of it, on the committed run."""
+"""benchmarks/speed.py's stage table, and docs/speed.md's quote of it, on the committed run."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def test_the_stages_add_up_to_the_projected_evaluation(speed):
     assert all(s >= 0 for s, _ in shares.values())
 
 
-def test_readme_quotes_the_committed_run(speed):
+def test_docs_quote_the_committed_run(speed):
     shares = speed.stage_shares(json.loads(RUN.read_text()))
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "speed.md").read_text()
     table = readme[readme.index("**Where an official evaluation's time goes**"):]
     rows = {m.group(1): (float(m.group(2)), float(m.group(3)))
             for m in re.finditer(r"^\| ([^|]+?) \| ([\d.]+) \| ([\d.]+)% \|$", table, re.M)}
