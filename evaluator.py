@@ -1,9 +1,10 @@
 """PLASA-Bench evaluator: `python evaluator.py CANDIDATE` or `evaluate(program_path, **options)`.
 
 The options (device, overrides, search_id, features, cascade) are what a search config passes
-through OpenEvolve's `evaluator.evaluator_args` (0.4.1+); see benchmark/search/integration.py.
+through OpenEvolve's `evaluator.evaluator_args` (0.4.1+); see docs/search.md.
 
-The candidate file must define
+The candidate file must define (the whole contract, which this summary is tested against:
+docs/contract.md)
 
     build_model(config) -> torch.nn.Module
 
@@ -14,10 +15,13 @@ seq_len, max_seq_len). `model(input_ids)` with input_ids a LongTensor (B, T) ret
 evaluator computes the loss itself (fp32 cross-entropy); a candidate's `.loss` is ignored and
 `aux_loss` (a finite scalar) enters the training objective only. Optional:
 `configure_optimizer(model, config) -> torch.optim.Optimizer` and `lr_lambda(step) -> float`;
-otherwise AdamW as in benchmark/spec.py. Required `model.layer_top_k`: one int k per layer.
+otherwise AdamW as in benchmark/spec.py. Required `model.layer_top_k`: one int k per layer, not
+all equal (the reference's: 128, 32, 32, 64).
 
-The evaluator owns data, tokenizer, batches, steps, seed, loss, validation and every check; the
-candidate runs in an isolated worker process. See README.md for the rules and the result schema.
+The official budget: 1000 steps of batch 2 x 128 tokens, 4 layers of hidden 128; a candidate may
+have at most 1.10x the reference's parameters and 1.5x the FLOPs of its training step. The
+evaluator owns data, tokenizer, batches, steps, seed, loss, validation and every check; the
+candidate runs in isolated worker processes. The rules: docs/judge.md; the result: docs/results.md.
 """
 
 import os

@@ -24,6 +24,16 @@ import torch
 from ..result import EvalFailure
 from ..spec import ModelConfig
 
+# What the evaluator looks up in a candidate. docs/contract.md states the contract for humans;
+# tests/test_contract_docs.py checks it, initial_proposal.txt and evaluator.py's docstring against
+# these names (and checks that the worker looks up no others).
+BUILD_MODEL = "build_model"            # build_model(config) -> torch.nn.Module
+MODEL_CLASS = "PLASAModel"             # ... or, without build_model, this class called with:
+MODEL_CLASS_KEYWORDS = ("vocab_size", "hidden_size", "n_layers", "n_heads", "max_seq_len")
+OPTIMIZER_HOOK = "configure_optimizer"  # optional: (model, config) -> torch.optim.Optimizer
+LR_HOOK = "lr_lambda"                  # optional: (step) -> LR multiplier (a LambdaLR)
+TOP_K_ATTRIBUTE = "layer_top_k"        # required on the model: the k each layer keeps
+
 
 def tail_traceback(exc: BaseException, limit: int = 4000) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -62,27 +72,34 @@ def raised_in_evaluator(exc: BaseException) -> bool:
 # the candidate file in its traceback: dynamo raises before the compiled frame runs).
 COMPILER_PACKAGES = ("torch._dynamo", "torch._inductor", "torch._functorch", "torch._higher_order_ops")
 _COMPILER_PATHS = tuple(os.sep + os.path.join("torch", p.split(".", 1)[1]) + os.sep for p in COMPILER_PACKAGES)
-# Dynamo's wrappers around a call, frames of which are on the stack whether anything compiles or
-# not: torch.compiler.disable wraps FlopCounterMode's dispatch (every error under the evaluator's
-# FLOP count passed through it and read as a compile failure), and a compiled module's __call__.
+# Dynamo's call wrappers: torch.compiler.disable wraps FlopCounterMode's dispatch, so every error
+# under the evaluator's FLOP count passed through one (and read as a compile failure), and a
+# compiled module's __call__ passes a call through to eager code after a graph break. Their frames
+# count only where the error was raised in them (fullgraph=True that compiled nothing).
 _COMPILER_WRAPPERS = (os.sep + os.path.join("torch", "_dynamo", "eval_frame.py"),)
+
+
+def _compiler_frames(tb) -> bool:
+    files = []
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    for i, filename in enumerate(files):
+        if any(part in filename for part in _COMPILER_PATHS):
+            inner = files[i + 1:]
+            if not filename.endswith(_COMPILER_WRAPPERS) or all(f.endswith(_COMPILER_WRAPPERS) for f in inner):
+                return True
+    return False
 
 
 def compile_failure(exc: BaseException) -> bool:
     """True when `exc` (or an exception in its chain) comes from torch.compile's machinery: its type
-    is the compiler's, or its traceback runs compiler code beyond dynamo's call wrappers."""
+    is the compiler's, or it was raised in compiler code (not merely passed through a wrapper)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if type(exc).__module__.startswith(COMPILER_PACKAGES):
+        if type(exc).__module__.startswith(COMPILER_PACKAGES) or _compiler_frames(exc.__traceback__):
             return True
-        tb = exc.__traceback__
-        while tb is not None:
-            filename = tb.tb_frame.f_code.co_filename
-            if (any(part in filename for part in _COMPILER_PATHS)
-                    and not filename.endswith(_COMPILER_WRAPPERS)):
-                return True
-            tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
     return False
 
@@ -145,15 +162,15 @@ def import_candidate(path: str, module_name: str = MODULE_NAME) -> ModuleType:
 def build(module: ModuleType, config: ModelConfig) -> torch.nn.Module:
     """Calls build_model(config), or PLASAModel(**architecture) when there is no build_model."""
     factory: Optional[Callable[[], Any]] = None
-    if callable(getattr(module, "build_model", None)):
-        factory = lambda: module.build_model(config)  # noqa: E731
-    elif isinstance(getattr(module, "PLASAModel", None), type):
-        factory = lambda: module.PLASAModel(  # noqa: E731
-            vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-            n_layers=config.n_layers, n_heads=config.n_heads, max_seq_len=config.max_seq_len)
+    build_model = getattr(module, BUILD_MODEL, None)
+    model_class = None if callable(build_model) else getattr(module, MODEL_CLASS, None)
+    if callable(build_model):
+        factory = lambda: build_model(config)  # noqa: E731
+    elif isinstance(model_class, type):
+        factory = lambda: model_class(**{k: getattr(config, k) for k in MODEL_CLASS_KEYWORDS})  # noqa: E731
     if factory is None:
         raise EvalFailure("build", "missing_entry_point",
-                          "the candidate defines neither build_model(config) nor a PLASAModel class")
+                          f"the candidate defines neither {BUILD_MODEL}(config) nor a {MODEL_CLASS} class")
     try:
         model = factory()
     except BaseException as exc:

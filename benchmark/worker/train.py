@@ -4,7 +4,7 @@ The candidate supplies only a model (and optionally an optimizer and an LR multi
 their order, the number of steps, the loss (fp32 cross-entropy from the logits) and gradient
 clipping are the evaluator's. This code runs beside the candidate, so nothing it reports is
 trusted: the judge scores the trained state in a fresh process and checks the step's cost from
-outside (README "Rules").
+outside (docs/judge.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import guard
-from .candidate import check_aux, check_logits, split_output
+from .candidate import LR_HOOK, OPTIMIZER_HOOK, check_aux, check_logits, split_output
 from ..result import EvalFailure
 
 
@@ -50,7 +50,7 @@ def default_optimizer(model: torch.nn.Module, spec) -> torch.optim.Optimizer:
 
 
 def make_optimizer(model, module, spec, config) -> tuple:
-    hook = getattr(module, "configure_optimizer", None)
+    hook = getattr(module, OPTIMIZER_HOOK, None)
     optimizer = default_optimizer(model, spec)
     if callable(hook):
         try:
@@ -68,7 +68,7 @@ def make_optimizer(model, module, spec, config) -> tuple:
             raise EvalFailure("train", "optimizer_error",
                               f"the optimizer holds {len(foreign)} tensors that are not model parameters; "
                               "register every trained tensor as an nn.Parameter of the model")
-    lr_hook = getattr(module, "lr_lambda", None)
+    lr_hook = getattr(module, LR_HOOK, None)
     scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, checked_lr_lambda(lr_hook))
                  if callable(lr_hook) else None)
     return optimizer, scheduler
