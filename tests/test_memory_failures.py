@@ -34,6 +34,10 @@ def test_an_error_under_the_flop_count_is_not_a_compile_failure():
 
 
 def test_a_real_compiler_error_is_still_a_compile_failure():
+    """fullgraph=True under the FLOP count compiles nothing: dynamo's wrapper raises a plain
+    RuntimeError itself; and a compiler exception anywhere in the chain."""
+    model = torch.compile(torch.nn.Linear(3, 3), fullgraph=True)
+    assert compile_failure(_raised(lambda: counted_flops(lambda: model(torch.ones(2, 3)))))
     from torch._dynamo.exc import Unsupported
 
     def traced():
