@@ -158,12 +158,14 @@ class HostileList(list):
 
 
 def test_the_search_is_bounded():
-    module = candidate()
-    model = module.Model()
-    model.junk = [[object() for _ in range(10)] for _ in range(100_000)]
-    model.late = torch.Generator()
-    assert rngs.find((model, module), "candidate", limit=1000) is not None  # returns, bounded
-    assert id(model.late) in {id(g) for g in rngs.find((model, module), "candidate", limit=10 ** 7)}
+    """A generator 5000 containers deep is found only by a search allowed that far."""
+    deep = torch.Generator()
+    chain = [deep]
+    for _ in range(5000):
+        chain = [chain]
+    holder = types.SimpleNamespace(chain=chain)
+    assert rngs.find((holder,), "candidate", limit=1000) == []
+    assert rngs.find((holder,), "candidate", limit=10_000) == [deep]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
