@@ -426,6 +426,48 @@ def _store_bf16(model):
                 setattr(module, name, nn.Parameter(param.detach().to(torch.bfloat16)))
                 torch.nn.utils.parametrize.register_parametrization(module, name, _AsFloat(), unsafe=True)
 """
+FORGED_DEEP_BUILT = """
+
+def _forge_built(depth=700):
+    \"\"\"A 'built' message of its own on the worker's channel (its descriptor is the worker's first
+    argument), ahead of the worker's: layer_top_k nested 700 deep.\"\"\"
+    line = '{"type": "built", "layer_top_k": ' + "[" * depth + "]" * depth + "}\\n"
+    torch.os.write(int(torch.sys.argv[1]), line.encode())
+
+
+_forge_built()
+"""
+AFTER_SAVE = """
+
+def _after_save(change):
+    \"\"\"Wraps the worker's state-file writer (reached through torch.sys.modules): `change` runs on
+    the file the moment the worker has written it, before the judge reads it.\"\"\"
+    statefile = torch.sys.modules["benchmark.statefile"]
+    write = statefile.write
+
+    def write_then_change(path, state):
+        write(path, state)
+        change(str(path))
+
+    statefile.write = write_then_change
+
+
+def _change(path):
+{change}
+
+_after_save(_change)
+"""
+STDOUT_FLOOD = """
+
+def _flood_output(mib=64):
+    \"\"\"64 MiB on stdout and stderr from every worker, at import.\"\"\"
+    chunk = b"flood flood flood flood flood flood flood flood flood flood flood flood\\n" * 14564
+    for i in range(mib):
+        torch.os.write(1 + i % 2, chunk[:1 << 20])
+
+
+_flood_output()
+"""
 REDTEAM = {
     "firstseen_shm_leak": Cheat(
         "the first-seen prefix leak with its table in System V shared memory, under a fixed key, "
@@ -598,6 +640,24 @@ REDTEAM = {
                 "        self.apply(self._init)\n        _store_bf16(self)\n"),
                (MODEL_FORWARD, PACKED_STATE_DICT + MODEL_FORWARD)),
         append=STORE_BF16),
+    "forged_deep_built": Cheat(
+        "writes its own 'built' message on the worker's channel, layer_top_k nested 700 deep: the "
+        "command line crashed with RecursionError while cleaning the result, after caching it",
+        append=FORGED_DEEP_BUILT),
+    "state_sparse_terabyte": Cheat(
+        "truncates the state file to a sparse 1 TiB (no blocks, so no memory of the worker's) after "
+        "the worker writes it: the judge read it whole (MemoryError, reported as evaluator_error)",
+        append=AFTER_SAVE.format(change="    torch.os.truncate(path, 1 << 40)\n")),
+    "state_symlink": Cheat(
+        "moves the state file aside and leaves a symbolic link to it at its path, which the judge "
+        "followed",
+        append=AFTER_SAVE.format(change="    if not torch.os.path.islink(path):  # a later save writes through it\n"
+                                        "        torch.os.rename(path, path + '.real')\n"
+                                        "        torch.os.symlink(torch.os.path.basename(path) + '.real', path)\n")),
+    "stdout_flood": Cheat(
+        "writes 64 MiB to stdout and stderr from every worker: all of it was forwarded to the judge's "
+        "stderr",
+        append=STDOUT_FLOOD),
 }
 
 
