@@ -27,7 +27,7 @@ import torch
 from . import budget, power, probes
 from .launch import WorkerGone, WorkerProcess
 from .placement import worker_placement
-from .tuning import cpu_model, resolve
+from .tuning import cpu_model, resolve, review
 from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
 from ..xent import row_stats, scoring_plan
 from .. import numerics, statefile
@@ -112,6 +112,7 @@ class Evaluation:
             self.spawn("train")  # imports torch while the judge loads the data
             self.load_data()
             state = self.train_phase()
+            review(self.result, self.spec)  # steps far faster than the machine profile: re-measure it
             if self.mode == "stage1":
                 self.result.update(combined_score=self.spec.stage1_pass_score)
             else:

@@ -11,43 +11,23 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
+from .peak import matmul_peak
 from ..protocol import IDS_FILE, LOGIT_DTYPES, LOGITS_FILE, Message
 from ..xent import RowStats
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-_RATE: Optional[float] = None
-
-
 def matmul_flops_per_cpu_s() -> float:
-    """This machine's fp32 matmul throughput per CPU-second on one thread (measured once per
-    process, ~0.1 s; one thread, so threads spinning while another program holds the cores do not
-    distort it): the yardstick for a worker's CPU time per counted FLOP."""
-    global _RATE
-    if _RATE is None:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            a, b = torch.randn(256, 256), torch.randn(256, 256)
-            for _ in range(3):
-                a @ b
-            flops, start = 0, time.process_time()
-            while time.process_time() - start < 0.1:
-                for _ in range(20):
-                    a @ b
-                flops += 20 * 2 * 256 ** 3
-            _RATE = flops / max(time.process_time() - start, 1e-6)
-        finally:
-            torch.set_num_threads(threads)
-    return _RATE
+    """This machine's fp32 matmul peak per CPU-second on one thread, the yardstick for a worker's
+    CPU time per counted FLOP: kept with the machine's tuning once measured on a quiet machine
+    (:func:`benchmark.judge.peak.matmul_peak`)."""
+    return matmul_peak()["flops_per_cpu_s"]
 
 
 class Exchange:
