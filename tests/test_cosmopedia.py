@@ -12,9 +12,9 @@ import pytest
 
 from benchmark import data
 from benchmark.spec import SPEC
-from tests.conftest import SHARED_DATA
+from tests.conftest import DATA_DIR
 
-SAMPLE = SHARED_DATA / "cosmopedia-v2-sample"
+SAMPLE = DATA_DIR / "cosmopedia-v2-sample"  # ../shared/data, or $PLASA_DATA_DIR
 PARQUET = SAMPLE / "train-00000-of-00104-first50.parquet"
 JSONL = SAMPLE / "cosmopedia-v2-first50.jsonl"
 DOCS = 50
