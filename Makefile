@@ -39,9 +39,9 @@ ORIGINAL ?= $(abspath ../shared/original/plasa_attention)
 ORIGINAL_PYTHON ?=
 
 speed: setup
-	$(PY) benchmarks/speed.py
+	$(PY) measure/speed.py
 	@if [ -n "$(ORIGINAL_PYTHON)" ]; then \
-		$(PY) benchmarks/versus_original.py --original "$(ORIGINAL)" --original-python "$(ORIGINAL_PYTHON)"; \
+		$(PY) measure/versus_original.py --original "$(ORIGINAL)" --original-python "$(ORIGINAL_PYTHON)"; \
 	else echo "versus the original loop: skipped (make speed ORIGINAL_PYTHON=/path/to/venv/bin/python)"; fi
 
 clean:

@@ -3,7 +3,7 @@
   compare RESULT.json ... [--baseline NAME] [--plot out.png]   leaderboard of results
   record --candidate R ... --baseline R ...                    the record rule: beats it at p < 0.01?
   openevolve-config [--check FILE]                             print configs/openevolve.yaml
-  shinka-config [--check FILE]                                 print shinka/shinka.yaml
+  shinka-config [--check FILE]                                 print shinka_task/shinka.yaml
   experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR] [--rows A,B]
              [--executor local|ray] [--address ADDR]           run a study (patterns, schedules, warmup)
 """

@@ -35,18 +35,18 @@
 #        mkdir -p runs && cp -r ../shared/data runs/data          # /runs/ is in .gitignore
 #   2. on the device, from the repository root, with carry ["runs/data"] (about 22 MB) and a
 #      command timeout of about 540 s:
-#        PYTHON=python3 bash benchmarks/gpu_check.sh runs/data "$OUT/gpu_check.json"
+#        PYTHON=python3 bash measure/gpu_check.sh runs/data "$OUT/gpu_check.json"
 #      (the logs come back too: $OUT/gpu_check.logs/*.log, 5 files in all)
 #   3. here, commit the summary under docs/gpu/, e.g. docs/gpu/gpu_check-YYYY-MM-DD-h200.json.
-# Locally: PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh ../shared/data runs/gpu_check.json --dry-run
+# Locally: PYTHON=.venv/bin/python bash measure/gpu_check.sh ../shared/data runs/gpu_check.json --dry-run
 #
-# Usage: bash benchmarks/gpu_check.sh DATA_DIR OUT_JSON [--dry-run]
+# Usage: bash measure/gpu_check.sh DATA_DIR OUT_JSON [--dry-run]
 #   PYTHON (default python3): the interpreter the evaluator runs with (it needs torch).
 
 set -u
 
 usage() {
-    echo "usage: bash benchmarks/gpu_check.sh DATA_DIR OUT_JSON [--dry-run]" >&2
+    echo "usage: bash measure/gpu_check.sh DATA_DIR OUT_JSON [--dry-run]" >&2
     echo "  DATA_DIR: the PLASA data folder (wikitext-2-tokenized/, tokenizers/, ...);" >&2
     echo "  OUT_JSON: where the JSON summary goes; PYTHON=... selects the interpreter (default python3)" >&2
 }
@@ -83,7 +83,7 @@ LOG_DIR="${OUT_JSON%.json}.logs"
 
 REPO=$(cd "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO" || exit 2
-[ -f evaluator.py ] || die_usage "no evaluator.py in $REPO (the script must stay in benchmarks/)"
+[ -f evaluator.py ] || die_usage "no evaluator.py in $REPO (the script must stay in measure/)"
 
 PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null 2>&1 || die_usage "the interpreter '$PY' was not found (set PYTHON=...)"
@@ -133,7 +133,7 @@ say() { echo "[gpu_check] $*" >&2; }
 say "repo $REPO, data $DATA_DIR, device $DEVICE$([ "$DRY_RUN" = 1 ] && echo ' (dry run)'), budget ${BUDGET_S} s, python $PY"
 
 # The machine, first: on the GPU, no run is started when torch sees no CUDA device.
-CUDA_SEEN=$("$PY" benchmarks/gpu_check_summary.py machine "$WORK/machine.json" 2>"$LOG_DIR/machine.log")
+CUDA_SEEN=$("$PY" measure/gpu_check_summary.py machine "$WORK/machine.json" 2>"$LOG_DIR/machine.log")
 SKIP_ALL=""
 if [ "$DEVICE" = cuda ] && [ "$CUDA_SEEN" != "cuda=1" ]; then
     SKIP_ALL="torch.cuda.is_available() is not True for $PY (see the summary's machine)"
@@ -198,7 +198,7 @@ wait
 
 DRY_FLAG=()
 [ "$DRY_RUN" = 1 ] && DRY_FLAG=(--dry-run)
-"$PY" benchmarks/gpu_check_summary.py summarize "$WORK" "$OUT_JSON" --device "$DEVICE" \
+"$PY" measure/gpu_check_summary.py summarize "$WORK" "$OUT_JSON" --device "$DEVICE" \
     --budget-s "$BUDGET_S" --started "$STARTED" ${DRY_FLAG[@]+"${DRY_FLAG[@]}"}
 rc=$?
 case "$rc" in

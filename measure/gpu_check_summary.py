@@ -1,11 +1,11 @@
-"""JSON work for benchmarks/gpu_check.sh (standard library only; torch only for the machine's
+"""JSON work for measure/gpu_check.sh (standard library only; torch only for the machine's
 description). Run with the interpreter the evaluator uses.
 
-    python benchmarks/gpu_check_summary.py machine OUT_JSON
+    python measure/gpu_check_summary.py machine OUT_JSON
         the machine: nvidia-smi -L, python and torch versions, torch.cuda.is_available(), the GPU's
         name; prints "cuda=1" or "cuda=0" on stdout for the shell
 
-    python benchmarks/gpu_check_summary.py summarize WORK OUT_JSON --device D --budget-s S [--dry-run]
+    python measure/gpu_check_summary.py summarize WORK OUT_JSON --device D --budget-s S [--dry-run]
         reads WORK/machine.json and, for each run named in WORK/order (one a line), WORK/runs/NAME/
         {meta, cmd, result.json, stdout}; writes the summary to OUT_JSON, prints a table on
         stderr and exits 0 when every run met its expectation, 1 otherwise

@@ -6,7 +6,7 @@ perplexity on that seed; stage 3 (noise-aware) keeps the row with the best mean 
 Prints how often the two differ and the one-seed pick's regret: how much worse its mean
 perplexity is than the best mean.
 
-    python benchmarks/selection_noise.py [--findings docs/findings]
+    python measure/selection_noise.py [--findings docs/findings]
 """
 
 from __future__ import annotations

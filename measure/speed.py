@@ -20,7 +20,7 @@ Prints (and with --output writes as JSON):
   and a table of each stage's seconds and share of the official evaluation, projected from the
   judged run (also for a saved run: --report speed.json).
 
-    python benchmarks/speed.py [--steps 150] [--eval-steps 100] [--precision auto|bf16|fp32] [--output speed.json]
+    python measure/speed.py [--steps 150] [--eval-steps 100] [--precision auto|bf16|fp32] [--output speed.json]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ process of ORIGINAL_PYTHON (a venv with torchtune 0.6.1 and torchao 0.10.0, whic
 imports), over the same WikiText-2 training tokens (its hub dataset is unreachable here). Both
 are timed from process start to exit; the ratio is ours over theirs at the same step count.
 
-    python benchmarks/versus_original.py --original ../shared/original/plasa_attention \\
+    python measure/versus_original.py --original ../shared/original/plasa_attention \\
         --original-python /path/to/venv/bin/python [--steps 100] [--rounds 2] [--output f.json]
 """
 

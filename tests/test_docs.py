@@ -20,7 +20,7 @@ DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 # Words that start another command line in the docs: a flag after one of these, in the same
 # paragraph, list item, table row or command, is that command's, not evaluator.py's.
-COMMAND = re.compile(r"python3? evaluator\.py|evaluate\.py|python -m benchmark [\w-]+|benchmarks/[\w/.-]+|openevolve-run"
+COMMAND = re.compile(r"python3? evaluator\.py|evaluate\.py|python -m benchmark [\w-]+|measure/[\w/.-]+|openevolve-run"
                      r"|shinka_run|\bpytest\b|\bpip install\b|examples/search/run\.py|\bmake\b")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.sh, run as a user runs it: the dry run on the CPU (the same four runs at a
+"""measure/gpu_check.sh, run as a user runs it: the dry run on the CPU (the same four runs at a
 tiny budget, all at once: about 3 minutes on 2 cores), and its argument checks."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import DATA_DIR, REPO
 
-SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+SCRIPT = REPO / "measure" / "gpu_check.sh"
 RUNS = {"reference": "pass", "leak_topk_over_masked_row": "reject:probe", "hang_in_eval": "reject:hang",
         "compile_whole_model": "pass"}
 
@@ -135,7 +135,7 @@ def test_dry_run_exit_code_says_every_expectation_was_met(dry_run):
 def test_expectations_are_judged_strictly():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("gpu_check_summary", REPO / "benchmarks" / "gpu_check_summary.py")
+    spec = importlib.util.spec_from_file_location("gpu_check_summary", REPO / "measure" / "gpu_check_summary.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     judge = module.judge

@@ -83,10 +83,10 @@ def test_evaluate_returns_numeric_metrics_and_small_artifacts(tiny_env, tmp_path
 
 
 def test_shinka_task_folder(tmp_path):
-    shim = REPO / "shinka" / "evaluate.py"
-    assert (REPO / "shinka" / "initial.py").resolve() == (REPO / "initial_program.py").resolve()
+    shim = REPO / "shinka_task" / "evaluate.py"
+    assert (REPO / "shinka_task" / "initial.py").resolve() == (REPO / "initial_program.py").resolve()
     out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, str(shim), "--program_path", str(REPO / "shinka" / "initial.py"),
+    proc = subprocess.run([sys.executable, str(shim), "--program_path", str(REPO / "shinka_task" / "initial.py"),
                            "--results_dir", str(out), "--steps", "3", "--val-tokens", "4096", "--quiet"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -154,15 +154,17 @@ def _dataclass_fields(source: Path, *names: str) -> set:
 def test_shinka_config_is_current_and_holds_only_keys_shinka_run_accepts():
     assert subprocess.run([sys.executable, "-m", "benchmark", "shinka-config", "--check"], cwd=REPO).returncode == 0
     yaml = pytest.importorskip("yaml")
-    config = yaml.safe_load((REPO / "shinka" / "shinka.yaml").read_text())
+    config = yaml.safe_load((REPO / "shinka_task" / "shinka.yaml").read_text())
     assert config["evo"]["task_sys_msg"].strip() == (REPO / "initial_proposal.txt").read_text().strip()
     assert config["evo"]["use_text_feedback"] is True and config["max_evaluation_jobs"] == 1
-    from importlib import metadata
+    import importlib.util
 
-    try:  # not find_spec("shinka"): this repository's shinka/ task folder shadows it here
-        root = Path(metadata.distribution("shinka-evolve").locate_file("shinka"))
-    except metadata.PackageNotFoundError:
+    assert not (REPO / "shinka").exists(), "a shinka/ folder here would shadow the shinka package"
+    found = importlib.util.find_spec("shinka")  # the task folder is shinka_task/: nothing shadows it
+    if found is None:
         pytest.skip("shinka-evolve is not installed (make setup installs it)")
+    root = Path(found.origin).parent
+    assert root.parent != REPO, f"shinka resolves to {root}, a folder of this repository"
     fields = {"evo": _dataclass_fields(root / "core" / "config.py", "EvolutionConfig"),
               "db": _dataclass_fields(root / "database" / "dbase.py", "DatabaseConfig"),
               "job": _dataclass_fields(root / "launch" / "scheduler.py", "JobConfig", "LocalJobConfig")}
@@ -181,7 +183,7 @@ def test_shinka_evaluate_copied_away_from_the_checkout(tmp_path):
 
     copy = tmp_path / "run" / "evaluate.py"
     copy.parent.mkdir()
-    shutil.copy(REPO / "shinka" / "evaluate.py", copy)
+    shutil.copy(REPO / "shinka_task" / "evaluate.py", copy)
     lost = tmp_path / "lost"
     env = {k: v for k, v in os.environ.items() if k not in ("PLASA_HOME", "PYTHONPATH")}
     proc = subprocess.run([sys.executable, "-S", str(copy), "--program_path", str(REPO / "initial_program.py"),
@@ -255,12 +257,12 @@ def test_evaluate_runs_as_a_task_on_a_ray_cluster(monkeypatch, tmp_path):
 
 
 def test_selection_noise_picks_and_the_readme_figures():
-    """benchmarks/selection_noise.py: a one-seed pick against the best mean, and docs/search.md
+    """measure/selection_noise.py: a one-seed pick against the best mean, and docs/search.md
     quotes what it prints for the committed runs."""
     import importlib.util
     import re
 
-    spec = importlib.util.spec_from_file_location("selection_noise", REPO / "benchmarks" / "selection_noise.py")
+    spec = importlib.util.spec_from_file_location("selection_noise", REPO / "measure" / "selection_noise.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     rows = {"a": {42: 100.0, 43: 104.0}, "b": {42: 101.0, 43: 101.0}}  # a is lucky on seed 42
@@ -272,7 +274,7 @@ def test_selection_noise_picks_and_the_readme_figures():
     readme = " ".join((REPO / "docs" / "search.md").read_text().split())
     quoted = re.search(r"best 3-seed mean in (\d+) of (\d+) selections, and the pick's mean perplexity "
                        r"was then ([\d.]+)% worse on average, ([\d.]+)% at most", readme)
-    assert quoted, "docs/search.md no longer quotes benchmarks/selection_noise.py"
+    assert quoted, "docs/search.md no longer quotes measure/selection_noise.py"
     assert (int(quoted.group(1)), int(quoted.group(2))) == (differ, len(selections))
     assert float(quoted.group(3)) == round(sum(regrets) / len(regrets), 2)
     assert float(quoted.group(4)) == round(max(regrets), 2)

@@ -1,4 +1,4 @@
-"""benchmarks/speed.py's stage table, and docs/speed.md's quote of it, on the committed run."""
+"""measure/speed.py's stage table, and docs/speed.md's quote of it, on the committed run."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 
 from tests.conftest import REPO
 
-RUN = REPO / "benchmarks" / "results" / "speed-2026-12-03d-amd-epyc-2core.json"
+RUN = REPO / "measure" / "results" / "speed-2026-12-03d-amd-epyc-2core.json"
 
 
 @pytest.fixture(scope="module")
 def speed():
-    spec = importlib.util.spec_from_file_location("speed_benchmark", REPO / "benchmarks" / "speed.py")
+    spec = importlib.util.spec_from_file_location("speed_benchmark", REPO / "measure" / "speed.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,6 +1,6 @@
 """`python -m benchmark shinka-config [--check FILE]`: the ShinkaEvolve config of this benchmark.
 
-shinka/shinka.yaml is generated from the spec and initial_proposal.txt (the task message its LLM
+shinka_task/shinka.yaml is generated from the spec and initial_proposal.txt (the task message its LLM
 reads), so neither is copied by hand; `--check` fails when the committed file is out of date.
 Every key is one shinka_run 0.0.7 accepts (it rejects unknown ones).
 """
@@ -14,7 +14,7 @@ from .openevolve_config import PROPOSAL
 from ..spec import SPEC
 
 REPO = Path(__file__).resolve().parents[2]
-TARGET = REPO / "shinka" / "shinka.yaml"
+TARGET = REPO / "shinka_task" / "shinka.yaml"
 
 
 def render() -> str:

@@ -6,8 +6,8 @@ iterations at a short, unofficial budget, then prints the path each search took.
 
 Each framework runs as its users run it (`openevolve-run` with configs/openevolve.yaml, whose
 evaluator_args run the cascade with its noise stage, plus the budget, a search id and
-attention_density as a MAP-Elites axis in the same evaluator_args; `shinka_run` on the shinka/ task
-folder with shinka/shinka.yaml and `--stage 3`, the budget in PLASA_OVERRIDES and the search id in
+attention_density as a MAP-Elites axis in the same evaluator_args; `shinka_run` on the shinka_task/ task
+folder with shinka_task/shinka.yaml and `--stage 3`, the budget in PLASA_OVERRIDES and the search id in
 PLASA_SEARCH_ID), with only the LLM endpoint, the sizes of the search and the budget changed. Both
 use your results cache (PLASA_CACHE_DIR), so a program the other framework (or an earlier run)
 evaluated is answered from it; each run has its own search id, so the noise stage compares with the
@@ -87,7 +87,7 @@ def run_shinka(llm: ScriptedLLM, out: Path, iterations: int, env: dict, budget: 
             "evo.llm_dynamic_selection": "null", "evo.embedding_model": "null",
             "evo.meta_rec_interval": "null", "job.extra_cmd_args": json.dumps(job_args)}
     launcher = Path(sys.executable).with_name("shinka_run")
-    cmd = [str(launcher), "--task-dir", str(REPO / "shinka"), "--config-fname", "shinka.yaml",
+    cmd = [str(launcher), "--task-dir", str(REPO / "shinka_task"), "--config-fname", "shinka.yaml",
            "--results_dir", str(out), "--num_generations", str(iterations + 1),
            "--max-proposal-jobs", "1", "--no-verbose"]
     for key, value in sets.items():
