@@ -122,3 +122,28 @@ def test_worker_output_is_counted_without_an_echo():
     reader = _LogReader(_Stream([b"y" * 5000]), None, limit=1000)
     reader.run()
     assert reader.counts() == {"bytes": 5000, "forwarded_bytes": 0, "dropped_bytes": 4000}
+
+
+def test_a_flood_of_short_channel_lines_waits_in_the_pipe_not_in_the_judge():
+    """A worker writing lines faster than the judge takes them (while it scores a batch) had every
+    line queued in the judge's memory; now at most MAX_QUEUED wait, and closing releases the reader."""
+    import io
+    import queue
+    import threading
+    import time
+
+    from benchmark.judge.launch import MAX_QUEUED, WorkerProcess
+
+    worker = WorkerProcess.__new__(WorkerProcess)  # only its channel reader, no process
+    lines = 100_000
+    worker._channel = io.BytesIO(b'{"type": "compiling"}\n' * lines)
+    worker.messages = queue.Queue(maxsize=MAX_QUEUED)
+    worker._closing = False
+    reader = threading.Thread(target=worker._read_channel, daemon=True)
+    reader.start()
+    time.sleep(0.5)
+    assert worker.messages.qsize() == MAX_QUEUED and reader.is_alive()
+    assert worker._channel.tell() < lines * 22 // 2  # the rest is still unread
+    worker._closing = True
+    reader.join(timeout=5)
+    assert not reader.is_alive()

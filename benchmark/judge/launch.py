@@ -92,6 +92,10 @@ def _namespaces() -> tuple:
 
 
 MAX_LINE = 1 << 20  # a longer channel line is a protocol breach (a worker flooding the judge)
+# Channel lines read ahead of the judge (an honest worker is never more than 3 ahead): a worker
+# writing lines faster than the judge takes them waits on its pipe, and the judge holds at most
+# MAX_QUEUED x MAX_LINE bytes of them, however long it is busy.
+MAX_QUEUED = 16
 
 # What a worker lacks without each host feature (benchmark.host), for the warning.
 UNENFORCED = {"landlock": "no file-system or network wall (Landlock)",
@@ -262,7 +266,8 @@ class WorkerProcess:
         self.started = False
         self.tracked: dict = {}
         self._cpu = 0.0
-        self.messages: "queue.Queue" = queue.Queue()
+        self.messages: "queue.Queue" = queue.Queue(maxsize=MAX_QUEUED)
+        self._closing = False
         self.killed: Optional[tuple] = None
         self.peak_rss_mb = 0.0
         read_fd, write_fd = os.pipe()
@@ -319,10 +324,21 @@ class WorkerProcess:
             if not raw:
                 break
             if len(raw) >= MAX_LINE and not raw.endswith(b"\n"):
-                self.messages.put("\x00flood")
+                self._queue("\x00flood")
                 return
-            self.messages.put(raw.decode("utf-8", errors="replace"))
-        self.messages.put(None)  # end of channel: the worker exited (or closed it)
+            if not self._queue(raw.decode("utf-8", errors="replace")):
+                return
+        self._queue(None)  # end of channel: the worker exited (or closed it)
+
+    def _queue(self, item) -> bool:
+        """Hands `item` to recv, waiting while MAX_QUEUED lines are unread; False once closed."""
+        while not self._closing:
+            try:
+                self.messages.put(item, timeout=1.0)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def send_line(self, line: str) -> None:
         try:
@@ -430,6 +446,7 @@ class WorkerProcess:
                     pass
 
     def close(self) -> None:
+        self._closing = True  # a channel reader waiting on a full queue stops
         if self.proc.poll() is None:
             if self.started:
                 self.send_line(Op("exit").to_json())
