@@ -468,6 +468,32 @@ def _flood_output(mib=64):
 
 _flood_output()
 """
+LOGITS_CUT = """
+
+def _cut_logits_after_out():
+    \"\"\"After each 'out' message, while the judge reads the logits it maps from the worker's folder,
+    the file is cut to nothing for two seconds (Message.to_json reached through torch.sys.modules).\"\"\"
+    protocol = torch.sys.modules["benchmark.protocol"]
+    threading, time = torch.sys.modules["threading"], torch.sys.modules["time"]
+    to_json = protocol.Message.to_json
+
+    def cut():
+        time.sleep(0.02)
+        size = torch.os.path.getsize("logits.bin")
+        torch.os.truncate("logits.bin", 0)
+        time.sleep(2.0)
+        torch.os.truncate("logits.bin", size)
+
+    def sent(self):
+        if self.type == "out":
+            threading.Thread(target=cut, daemon=True).start()
+        return to_json(self)
+
+    protocol.Message.to_json = sent
+
+
+_cut_logits_after_out()
+"""
 REDTEAM = {
     "firstseen_shm_leak": Cheat(
         "the first-seen prefix leak with its table in System V shared memory, under a fixed key, "
@@ -658,6 +684,10 @@ REDTEAM = {
         "writes 64 MiB to stdout and stderr from every worker: all of it was forwarded to the judge's "
         "stderr",
         append=STDOUT_FLOOD),
+    "logits_cut": Cheat(
+        "cuts the logits file it shares with the judge to nothing just after saying its logits are "
+        "there: the judge, reading them through its mapping, dies of SIGBUS (open)",
+        append=LOGITS_CUT),
 }
 
 
