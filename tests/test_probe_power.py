@@ -109,3 +109,28 @@ def test_comparing_in_chunks_gives_the_stacked_verdict(monkeypatch, leak):
     chunked = probes.compare_pairs("c", list(zip(ref, alt)), mask, 1e-3, 1e-4, "w", band)
     assert chunked == stacked
     assert stacked["passed"] == (leak == 0.0), stacked
+
+
+def test_an_audits_scoring_processes_are_no_longer_than_a_normal_runs(val_x):
+    """A model that counts its process's batches must not tell an audit: at the official size the
+    audit's rows go to more processes (5), none longer than a normal run's (36 batches), and each
+    probe copy is still scored in another process than its window."""
+    from benchmark.judge.power import scoring_processes
+
+    def plan(spec, seed):
+        return hidden_plan(val_x, spec.val_batch_size, power.causal_rows(spec), spec.probe_repeat_rows, 16,
+                           SPEC.vocab_size, 42, np.random.default_rng(seed), scoring_processes(spec, len(val_x)))
+
+    normal = max(len(batches) for batches in plan(SPEC, 9).runs)
+    audit = plan(SPEC.replace(audit=True), 10)
+    assert len(audit.runs) == 5 and max(len(batches) for batches in audit.runs) <= normal, \
+        ([len(b) for b in audit.runs], normal)
+    scored_in = {}
+    for run, batches in enumerate(audit.runs):
+        for kind, windows, probe_ids in batches:
+            assert len(windows) + len(probe_ids) == SPEC.val_batch_size
+            scored_in.update((int(w), run) for w in windows)
+    assert sorted(scored_in) == list(range(len(val_x)))
+    for run, batches in enumerate(audit.runs):
+        copies = np.concatenate([audit.row_window[ids] for _, _, ids in batches])
+        assert all(scored_in[int(w)] != run for w in copies), "a probe copy shares its window's process"

@@ -468,7 +468,7 @@ class Evaluation:
         self.enter("validate")
         plan = probes.hidden_plan(self.val_x, spec.val_batch_size, power.causal_rows(spec),
                                   spec.probe_repeat_rows, spec.probe_vocab_columns, spec.vocab_size,
-                                  spec.seed, self.rng)
+                                  spec.seed, self.rng, power.scoring_processes(spec, len(self.val_x)))
         self.result.update(audit=spec.audit, probe_power=power.summary(plan.positions_tested, None))
         recorder = probes.HiddenRecorder(plan, self.val_y)
         score = Score(len(self.val_x))

@@ -39,6 +39,17 @@ def causal_rows(spec) -> int:
     return spec.audit_causal_rows if spec.audit else spec.probe_causal_rows
 
 
+def scoring_processes(spec, n_windows: int) -> int:
+    """Scoring processes of a run: two, or in an audit as many as keep each one's sequence of
+    batches no longer than a normal run's, so that a model cannot tell an audit by counting its
+    batches and stop leaking past a normal run's count (probes.hidden_plan gives each at least
+    one full validation batch, so small validation sets keep fewer)."""
+    def batches(causal: int) -> int:
+        return -(-n_windows // spec.val_batch_size) + -(-(causal + spec.probe_repeat_rows) // spec.val_batch_size)
+
+    return max(2, -(-2 * batches(causal_rows(spec)) // batches(spec.probe_causal_rows)))
+
+
 def leak_density(worth: float, loss: float) -> float:
     """The fraction of positions at which a perfect leak lowers the perplexity by `worth` (a
     fraction), at mean validation loss `loss` (nats)."""

@@ -264,13 +264,15 @@ class HiddenPlan:
 
 
 def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int, n_columns: int,
-                vocab: int, seed: int, rng: np.random.Generator) -> HiddenPlan:
+                vocab: int, seed: int, rng: np.random.Generator, n_runs: int = 2) -> HiddenPlan:
     """The validation batches hold windows in a fixed order drawn from the public seed (so an
     honest model's score repeats bit for bit); which process scores which batch, which batch runs
     when, and everything about the probe batches, is drawn from the secret `rng`. Probes copy any
     validation window, and the last, partial validation batch is filled up to the batch size with
     probe rows, so every scored batch has the same size and no window escapes the probes. With a
     single validation batch (tiny test configs) there is one process, and probe copies share it.
+    `n_runs` processes (at most one per full validation batch) share the batches: an audit's many
+    probe rows take more processes, each as long as a normal run's (power.scoring_processes).
 
     Each entry of a run is (kind, window ids, probe row ids): "real" batches score their windows
     (and the partial one also holds probe rows), "probe" batches hold probe rows only."""
@@ -279,7 +281,7 @@ def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int
     real = [order[i:i + batch_size] for i in range(0, n, batch_size)]
     rows = batch_size if n >= batch_size else n
     n_full = sum(len(b) == rows for b in real)
-    n_runs = 2 if n_full >= 2 else 1
+    n_runs = max(1, min(n_runs, n_full))
     owner = np.concatenate([rng.permutation(np.arange(n_full) % n_runs),   # batch -> process
                             rng.integers(0, n_runs, size=len(real) - n_full)])
     window_run = np.zeros(n, dtype=np.int64)
@@ -290,12 +292,12 @@ def hidden_plan(val_x: np.ndarray, batch_size: int, n_causal: int, n_repeat: int
     row_window = np.concatenate([originals, repeats]).astype(np.int64)
     row_cut = np.concatenate([cuts, -np.ones(len(repeats), dtype=np.int64)])
     row_x = np.concatenate([suffix_swap(val_x[originals], val_x[donors], cuts), val_x[repeats]])
-    # each probe row goes to the other process; the partial batch's empty slots, then whole probe
-    # batches, are filled with more repeats of windows the other process scores
-    target = (window_run[row_window] + 1) % n_runs
+    # each probe row goes to another process than its window's; the partial batch's empty slots,
+    # then whole probe batches, are filled with more repeats of windows other processes score
+    target = (window_run[row_window] + 1 + rng.integers(0, max(1, n_runs - 1), size=len(row_window))) % n_runs
     partial = len(real[-1]) < rows
     for r in range(n_runs):
-        pool = order[(window_run[order] + 1) % n_runs == r]
+        pool = order[window_run[order] != r] if n_runs > 1 else order
         have = int((target == r).sum())
         want = rows - len(real[-1]) if partial and owner[-1] == r else 0
         missing = max(0, want - have) + (-(max(0, have - want)) % rows)
