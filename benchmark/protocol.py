@@ -3,8 +3,9 @@
 The judge (``benchmark.judge``) starts a worker (``python -m benchmark.worker FD``) with one
 :class:`WorkerRequest` on its standard input, then drives it with :class:`Op` lines on the same
 pipe. The worker answers with JSON lines on file descriptor FD (every line is also a heartbeat).
-Tensors never travel on the pipes: input ids and logits go through two files in the worker's
-private folder, mapped by both sides (:data:`IDS_FILE`, :data:`LOGITS_FILE`); the trained state
+Tensors never travel on the pipes: input ids and logits go through two sealed memory files the
+worker inherits as descriptors, mapped by both sides (``ids_fd``,
+``logits_fd``; files :data:`IDS_FILE`, :data:`LOGITS_FILE` where the OS cannot seal); the trained state
 travels as :data:`STATE_FILE` (:mod:`benchmark.statefile`, no pickle). Training batches arrive one
 at a time, at most two steps ahead of the step the worker reports, so training text the model has
 not yet been trained on is never in the worker's reach.
@@ -117,7 +118,9 @@ class WorkerRequest:
     overrides: dict                # spec overrides (Spec().replace(**overrides))
     device: str                    # "cpu" or "cuda[:N]"
     precision: str                 # "bf16" or "fp32", resolved by the judge
-    max_rows: int                  # rows the shared ids/logits files hold
+    max_rows: int                  # rows the shared ids/logits memory holds
+    ids_fd: int = -1               # the inherited descriptor of the ids memory (int64, max_rows x T)
+    logits_fd: int = -1            # ... and of the logits memory (max_rows x T x V x 4 bytes)
     trusted: bool = False          # a benchmark-owned experiment model (imports the benchmark)
     threads: Optional[int] = None  # torch threads
     progress: bool = False         # a progress bar on stderr while training

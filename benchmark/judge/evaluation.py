@@ -95,6 +95,10 @@ class Evaluation:
         self.result = base_result(self.spec, mode, sha256, display_path, checks)
         self.timings, self.checks = self.result["timings"], self.result["checks"]
         self.stage = "setup"
+        self.exchanges: dict = {}  # name -> the Exchange of a worker spawned but not yet started
+        self.worker_fds: dict = {}  # name -> the descriptor numbers that worker inherited
+        self.max_rows = max(self.spec.val_batch_size, self.spec.probe_windows,
+                            self.spec.replay_windows, self.spec.batch_size)
         self.rng, self.result["probe_seed"] = probes.new_rng()
         self.log_tail = ""
         self.workers: dict = {}
@@ -131,6 +135,8 @@ class Evaluation:
             torch.set_num_threads(judge_threads)
             for worker in self.workers.values():
                 worker.close()
+            for exchange in self.exchanges.values():  # spawned, never started
+                exchange.close()
 
     def enter(self, stage: str) -> None:
         self.stage = stage
@@ -166,7 +172,6 @@ class Evaluation:
         self.train_tokens = data.train
         self.windows = train_windows(data.train, steps, spec.batch_size, spec.seq_len, spec.seed)
         self.val_x, self.val_y = eval_windows(data.eval, spec.seq_len, spec.val_tokens)
-        self.max_rows = max(spec.val_batch_size, spec.probe_windows, spec.replay_windows, spec.batch_size)
         self.timings["data_s"] = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ workers
@@ -175,9 +180,14 @@ class Evaluation:
         no candidate code runs in it before start() sends its request."""
         workdir = self.run_dir / name
         workdir.mkdir(mode=0o700, exist_ok=True)
+        spec = self.spec  # the shared ids and logits memory is handed over at birth, as descriptors
+        exchange = self.exchanges[name] = Exchange(workdir, self.max_rows, spec.seq_len, spec.vocab_size)
         self.workers[name] = WorkerProcess(workdir, self.deadline, self.memory_limit_mb, self.threads,
                                            echo=self.echo if self.progress else None,
-                                           extra_env=self.worker_env, output_limit=self.spec.output_limit_bytes)
+                                           extra_env=self.worker_env, output_limit=spec.output_limit_bytes,
+                                           pass_fds=exchange.fds)
+        self.worker_fds[name] = exchange.fds
+        exchange.handed_over()
         self.spawned.append(self.workers[name])
         return self.workers[name]
 
@@ -193,11 +203,13 @@ class Evaluation:
     def start(self, name: str, role: str) -> tuple:
         worker = self.workers.get(name) or self.spawn(name)
         workdir = self.run_dir / name
-        exchange = Exchange(workdir, self.max_rows, self.spec.seq_len, self.spec.vocab_size)
+        exchange = self.exchanges.pop(name)
+        ids_fd, logits_fd = self.worker_fds.pop(name)
         shutil.copyfile(self.candidate, workdir / "candidate.py")
         worker.start(WorkerRequest(
             role=role, candidate=str(workdir / "candidate.py"), workdir=str(workdir), overrides=self.overrides,
-            device=self.worker_device, precision=self.precision, max_rows=self.max_rows, trusted=self.trusted,
+            device=self.worker_device, precision=self.precision, max_rows=self.max_rows, ids_fd=ids_fd,
+            logits_fd=logits_fd, trusted=self.trusted,
             threads=self.threads, progress=self.progress and role == "train", sandbox=self.sandbox,
             read_paths=read_paths(self.trusted)))
         return worker, exchange
@@ -477,6 +489,7 @@ class Evaluation:
         self.timings.update(second_process_s=0.0, validation_s=0.0, judge_scoring_s=0.0)
         for name in [n for n in self.workers if n.startswith("score")][len(plan.runs):]:
             self.workers.pop(name).close()  # pre-spawned, never given candidate code
+            self.exchanges.pop(name).close()
         step = 0
         for run, batches in enumerate(plan.runs):
             name = f"score{run}"

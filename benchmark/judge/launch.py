@@ -261,7 +261,8 @@ class WorkerProcess:
 
     def __init__(self, workdir: Path, deadline: float, memory_limit_mb: int,
                  threads: Optional[int] = None, echo=None, isolate: bool = True,
-                 extra_env: Optional[dict] = None, output_limit: Optional[int] = None) -> None:
+                 extra_env: Optional[dict] = None, output_limit: Optional[int] = None,
+                 pass_fds: tuple = ()) -> None:
         self.deadline, self.memory_limit_mb, self.workdir = deadline, memory_limit_mb, workdir
         self.started = False
         self.tracked: dict = {}
@@ -285,7 +286,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             list(prefix) + [sys.executable, "-m", "benchmark.worker", str(write_fd)], cwd=str(workdir), env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,), start_new_session=True, preexec_fn=preexec)
+            pass_fds=(write_fd, *pass_fds), start_new_session=True, preexec_fn=preexec)
         os.close(write_fd)
         if group is not None and not group.holds(self.proc.pid):
             group.remove(0.0)

@@ -1,7 +1,7 @@
 """The judge's arithmetic on the logits a worker hands over: loss, accuracy, log-probabilities.
 
-Runs in the judge's process, which never imports a candidate. Logits arrive in a file the worker
-wrote (:data:`benchmark.protocol.LOGITS_FILE`), mapped here; every number that defines the score
+Runs in the judge's process, which never imports a candidate. Logits arrive in a sealed memory
+file the worker wrote (:class:`Exchange`), mapped here; every number that defines the score
 is computed from them here (:mod:`benchmark.xent`: each row block copied once, fp32 blocks,
 float64 sums).
 """
@@ -30,22 +30,54 @@ def matmul_flops_per_cpu_s() -> float:
     return matmul_peak()["flops_per_cpu_s"]
 
 
+def _sealed_memory(name: str, size: int) -> int:
+    """A memory file of `size` bytes that nobody can shrink or grow (memfd with F_SEAL_SHRINK,
+    F_SEAL_GROW and F_SEAL_SEAL): a worker holding it cannot cut it under the judge's mapping,
+    which would kill the judge with SIGBUS on its next read. OSError where the OS has no memfd."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    except (OSError, AttributeError):
+        os.close(fd)
+        raise OSError("memory files cannot be sealed here")
+    return fd
+
+
 class Exchange:
-    """The two files shared with one worker: input ids in, logits out."""
+    """The two memory files shared with one worker: input ids in, logits out. The worker inherits
+    them as file descriptors when it is spawned (never a path in its folder) and maps them. Where
+    the OS can seal them (Linux memfd), their size is fixed for good; elsewhere they are files in
+    the worker's folder, and ``sealed`` is False (a worker that truncates one can crash the judge:
+    docs/judge.md "Known limits")."""
 
     def __init__(self, workdir: Path, max_rows: int, seq_len: int, vocab: int) -> None:
         self.max_rows, self.seq_len, self.vocab = max_rows, seq_len, vocab
-        ids_path, logits_path = workdir / IDS_FILE, workdir / LOGITS_FILE
-        with open(ids_path, "wb") as fh:
-            fh.truncate(max_rows * seq_len * 8)
-        with open(logits_path, "wb") as fh:
-            fh.truncate(max_rows * seq_len * vocab * 4)
-        self.ids = np.memmap(ids_path, dtype=np.int64, mode="r+", shape=(max_rows, seq_len))
-        fd = os.open(logits_path, os.O_RDWR)
+        sizes = (max_rows * seq_len * 8, max_rows * seq_len * vocab * 4)
         try:
-            self.out = mmap.mmap(fd, max_rows * seq_len * vocab * 4)
-        finally:
-            os.close(fd)
+            fds = [_sealed_memory(name, size) for name, size in zip(("plasa-ids", "plasa-logits"), sizes)]
+            self.sealed = True
+        except (OSError, AttributeError):  # no memfd (macOS) or no sealing: files, as before
+            fds = []
+            for name, size in zip((IDS_FILE, LOGITS_FILE), sizes):
+                fd = os.open(workdir / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                os.ftruncate(fd, size)
+                fds.append(fd)
+            self.sealed = False
+        self.fds = tuple(fds)
+        self.ids = np.frombuffer(mmap.mmap(fds[0], sizes[0]), dtype=np.int64).reshape(max_rows, seq_len)
+        self.out = mmap.mmap(fds[1], sizes[1])
+
+    def handed_over(self) -> None:
+        """The worker holds its copies of the descriptors: the judge keeps only its mappings."""
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = ()
 
     def put(self, x: np.ndarray) -> None:
         self.ids[: len(x)] = x
@@ -60,6 +92,7 @@ class Exchange:
                                 count=math.prod(shape)).view(shape)
 
     def close(self) -> None:
+        self.handed_over()
         del self.ids
         try:
             self.out.close()

@@ -26,7 +26,7 @@ from .candidate import (MODULE_NAME, build, compile_failure, import_candidate, m
                         raised_in_candidate, raised_in_evaluator, tail_traceback)
 from .train import Runtime, counted_flops, forward_logits, make_optimizer, train, train_step
 from .. import numerics, statefile
-from ..protocol import (IDS_FILE, LOGITS_FILE, MAX_TOP_K_TEXT, STATE_FILE, Message, Op, ProtocolError,
+from ..protocol import (MAX_TOP_K_TEXT, STATE_FILE, Message, Op, ProtocolError,
                         WorkerRequest, valid_top_k)
 from ..result import EvalFailure
 from ..spec import Spec
@@ -194,11 +194,11 @@ class Worker:
         self.numerics = numerics.apply(request.device)
         self.rt = Runtime(torch.device(request.device), request.precision)
         size = request.max_rows * self.spec.seq_len
-        self.ids = np.memmap(self.workdir / IDS_FILE, dtype=np.int64, mode="r", shape=(request.max_rows, self.spec.seq_len))
-        fd = os.open(self.workdir / LOGITS_FILE, os.O_RDWR)
-        try:
-            self.out_map = mmap.mmap(fd, size * self.spec.vocab_size * 4)
-        finally:
+        # the judge's memory for ids and logits, inherited as descriptors (sealed: fixed in size)
+        ids = mmap.mmap(request.ids_fd, size * 8, access=mmap.ACCESS_READ)
+        self.ids = np.frombuffer(ids, dtype=np.int64).reshape(request.max_rows, self.spec.seq_len)
+        self.out_map = mmap.mmap(request.logits_fd, size * self.spec.vocab_size * 4)
+        for fd in (request.ids_fd, request.logits_fd):
             os.close(fd)
         wall = (sandbox.restrict(str(self.workdir), request.read_paths, request.device) if request.sandbox
                 else "none (disabled by the judge)")

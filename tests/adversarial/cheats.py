@@ -475,14 +475,29 @@ def _cut_logits_after_out():
     the file is cut to nothing for two seconds (Message.to_json reached through torch.sys.modules).\"\"\"
     protocol = torch.sys.modules["benchmark.protocol"]
     threading, time = torch.sys.modules["threading"], torch.sys.modules["time"]
+    CUT_FAILED = []
     to_json = protocol.Message.to_json
+
+    def target():  # the file in the folder, else the memory the worker mapped (/proc/self/map_files)
+        if torch.os.path.exists("logits.bin"):
+            return "logits.bin"
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                if "plasa-logits" in line:
+                    return "/proc/self/map_files/" + line.split()[0]
+        return None
 
     def cut():
         time.sleep(0.02)
-        size = torch.os.path.getsize("logits.bin")
-        torch.os.truncate("logits.bin", 0)
-        time.sleep(2.0)
-        torch.os.truncate("logits.bin", size)
+        try:
+            path = target()
+            size = torch.os.path.getsize(path)
+            fd = torch.os.open(path, torch.os.O_RDWR)
+            torch.os.ftruncate(fd, 0)
+            time.sleep(2.0)
+            torch.os.ftruncate(fd, size)
+        except (OSError, TypeError) as exc:
+            CUT_FAILED.append(repr(exc))
 
     def sent(self):
         if self.type == "out":
@@ -686,7 +701,7 @@ REDTEAM = {
         append=STDOUT_FLOOD),
     "logits_cut": Cheat(
         "cuts the logits file it shares with the judge to nothing just after saying its logits are "
-        "there: the judge, reading them through its mapping, dies of SIGBUS (open)",
+        "there: the judge, reading them through its mapping, died of SIGBUS (now sealed memory: it cannot)",
         append=LOGITS_CUT),
 }
 
