@@ -112,6 +112,7 @@ TINY_STUDY = ["patterns", "--rows", "PPPP,LFFL", "--seeds", "2", "--steps", "3",
 
 
 @pytest.mark.evaluation
+@pytest.mark.slow
 def test_tiny_study_resumes_and_reports(tmp_path):
     out = tmp_path / "exp"
     proc = _experiment(*TINY_STUDY, "--out", str(out))

@@ -75,6 +75,7 @@ def dry_run(tmp_path_factory):
 
 
 @pytest.mark.evaluation
+@pytest.mark.slow
 def test_dry_run_writes_one_summary_of_the_four_runs(dry_run):
     done, summary, out = dry_run
     assert summary is not None, f"no summary (exit {done.returncode}): {done.stderr[-3000:]}"

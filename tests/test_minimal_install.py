@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.conftest import DATA_DIR, REPO, TOKENIZER_DIR
 
 import pytest
-pytestmark = pytest.mark.evaluation
+pytestmark = [pytest.mark.evaluation, pytest.mark.slow]
 
 DISTRIBUTIONS = ("torch", "numpy", "tokenizers", "tqdm", "PyYAML", "psutil",  # psutil: the judge's process accounting
                  # what the torch wheel requires, installed with it

@@ -55,6 +55,7 @@ def test_script_reads_the_program_from_either_frameworks_prompt():
 
 
 @pytest.mark.evaluation
+@pytest.mark.slow
 def test_example_search_end_to_end(tmp_path):
     """Both frameworks, two LLM proposals each (the learning-rate edit, then the cheat), the tiny
     budget, one extra seed in the noise stage."""
