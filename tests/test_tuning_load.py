@@ -35,6 +35,9 @@ class Busy:
     def __init__(self, n: int) -> None:
         self.procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n)]
         self.used = {p.pid: 0.0 for p in self.procs}
+        deadline = time.monotonic() + 60  # spinning, not still starting (slow on a busy machine)
+        while time.monotonic() < deadline and self.cpu_s() < 0.05 * n:
+            time.sleep(0.05)
 
     @property
     def alive(self) -> bool:
