@@ -48,7 +48,7 @@ def _tiny_worker(reference):
     torch.manual_seed(0)
     config = spec.model_config()
     return SimpleNamespace(model=reference.build_model(config), module=reference, spec=spec,
-                           config=config, rt=Runtime(torch.device("cpu"), "fp32"))
+                           config=config, rt=Runtime(torch.device("cpu"), "fp32"), own_generators=lambda: [])
 
 
 def _train(worker, windows):
