@@ -238,8 +238,10 @@ class Worker:
             self.stage = "budget"
             x = torch.from_numpy(np.array(self.ids[:1])).to(self.rt.device)
             self.model.eval()
+            kept = snapshot(self.model)  # the counted forward, like every forward here, changes nothing
             _, flops = counted_flops(lambda: forward_logits(self.model, x, Runtime(self.rt.device, "fp32"),
                                                             self.spec.vocab_size, "budget"))
+            restore(*kept)
             self.send(Message("flops", id=op.id, flops=flops))
         elif op.op == "trial" and self.request.role == "train":
             self.stage = "budget"
@@ -261,8 +263,10 @@ class Worker:
             self.model, x, rt, self.spec.vocab_size, self.stage, grad=op.mode == "train")
         # a train-mode probe leaves the model as it found it: a buffer an honest model advances in
         # a train-mode forward (a step counter behind its own schedule, running statistics) would
-        # otherwise differ between the two forwards a probe compares, and in what comes after
-        kept = snapshot(self.model) if op.mode == "train" else None
+        # otherwise differ between the two forwards a probe compares, and in what comes after. In
+        # the training worker every forward does: a model that trained inside its first untrained
+        # probe forward kept that training (red-team pretrain_in_untrained_probes, 2.9x the score)
+        kept = snapshot(self.model) if op.mode == "train" or self.request.role == "train" else None
         if op.dropout_seed is not None:
             # both forwards of a probe draw the same masks: the global RNG seeded alike, and the
             # model's own generators (dropout from its own torch.Generator) from where they stand

@@ -23,15 +23,14 @@ def _run(name: str) -> dict:
 
 
 @pytest.mark.evaluation
-@pytest.mark.xfail(strict=True, reason="open: pre-training on the untrained probe windows inside the first eval-mode probe "
-                   "forward (before_training's 600 s compile allowance; eval-mode probe forwards are not snapshotted "
-                   "and restored) is accepted: 2.93x the reference's combined_score at --steps 30 --val-tokens 16384 "
-                   "(2.38e-4 vs 8.14e-5, val_ppl 4196 vs 12279; 2-core CPU, fp32)")
-def test_pretraining_inside_the_untrained_probe_forwards_is_rejected():
+def test_pretraining_inside_the_untrained_probe_forwards_gains_nothing():
     """Eight AdamW steps on the 8 untrained probe windows (training text), run inside the first
-    eval-mode probe forward before training (forged compile beats keep the 60 s heartbeat away):
-    every later probe, the replay and the canaries see the same pre-trained model, so only a rule about the model before training can see it (the
-    model must come out of the untrained probes as it went in, or the pre-training windows' CPU
-    be metered as forward work)."""
+    eval-mode probe forward before training (forged compile beats keep the 60 s heartbeat away),
+    were kept: 2.93x the reference's combined_score at --steps 30 --val-tokens 16384 (2-core CPU,
+    fp32). Every forward of the training worker now leaves the model as it found it, so the run is
+    the reference's (or, where the beats are capped first, rejected)."""
     result = _run("pretrain_in_untrained_probes")
-    assert not result["valid"], f"accepted with combined_score {result.get('combined_score')}"
+    if result["valid"]:
+        reference = evaluate_tiny(Path(__file__).parents[2] / "initial_program.py", overrides=BUDGET)
+        assert result["combined_score"] <= reference["combined_score"] * 1.001, (
+            result["combined_score"], reference["combined_score"])
