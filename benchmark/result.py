@@ -78,6 +78,10 @@ class Result(TypedDict, total=False):
                              #  leak_worth_caught_99: what such a leak is worth, as a fraction of
                              #  this run's perplexity} (benchmark/judge/power.py)
     peak_rss_mb: float       # the workers' peak resident memory
+    cpu: dict                # each worker's CPU seconds by window of its life, from its start to its
+                             # last reply (benchmark/judge/meter.py): {train: {before_training,
+                             # training, hand_over, after_hand_over}, score0: {scoring}, score1: ...},
+                             # each {used_s, allowed_s}
     worker_output: dict      # {bytes: what the workers wrote to stdout and stderr, forwarded_bytes:
                              #  what the judge echoed (with progress on), dropped_bytes: past
                              #  spec.output_limit_bytes a worker, read and thrown away}

@@ -121,11 +121,32 @@ class Spec:
     # stops the run at once. After `early_cpu_steps` steps, a step costing over `early_cpu_margin`
     # times the CPU allowed above stops it too (the final cpu_budget verdict keeps margin 1).
     early_count_fraction: float = 0.01
+    # A counted step runs under FlopCounterMode (eagerly, with its Python overhead: 1.2x a step's CPU
+    # time here): the CPU windows allow it as this many steps.
+    counted_step_allowance: float = 2.0
     early_cpu_steps: int = 20
     early_cpu_margin: float = 2.0
     # The training worker hands over its state dict at once after its last step; it may take at
     # most this long (wall seconds; an honest 57 MB state takes well under one).
     save_limit_s: float = 10.0
+    # Every worker's CPU time is metered from its start to its last reply, window by window (README
+    # "What is metered"): a window may use its fixed seconds below plus its work's counted FLOPs at
+    # min_cpu_efficiency of the machine's matmul rate, training steps and forward passes alike
+    # (forward FLOPs per token counted as at least the reference's, at most max_flops_ratio times
+    # it). The reference's forwards run at 0.43 (4 rows) to 0.70 (32 rows) of the rate on the quiet
+    # 2-core CPU here, and at about a quarter of that with 12 processes on its 2 cores (OpenMP
+    # threads spin while descheduled): the floor leaves room for both, and for slower honest code.
+    # A worker's start: Python, torch, the sandbox, the candidate's import and build, and in a
+    # scoring worker the state's load (2.3-2.6 s of CPU measured here).
+    startup_cpu_s: float = 10.0
+    # Before training only, while the worker has been shown no text (the count, the trial and the
+    # untrained probes run on random tokens): torch.compile's first builds of forward and backward
+    # (15 s of CPU for the whole reference here). From the hand-over on every process runs compiled
+    # code eagerly, so none is allowed there.
+    compile_cpu_s: float = 600.0
+    # From the last training step to the state written (0.03 s measured), the requests' handling
+    # around the forwards after it, and the optimizer's set-up before step 0: no arithmetic.
+    handover_cpu_s: float = 1.0
 
     # Reject a declared layer_top_k with one k in every layer (the progressive principle). Off only
     # for baselines and experiments (dense, uniform sparse), whose results are then unofficial.

@@ -20,13 +20,17 @@ Decided from what the judge holds, never from a worker's word alone:
   the reference's; and, since that count comes from the candidate's process, the judge reads the
   worker's CPU time per step from /proc and rejects a step that costs far more than its counted
   FLOPs allow on this machine (spec.min_cpu_efficiency of a measured matmul rate, with the
-  reference's FLOPs as a floor so small, slow-but-honest models pass).
+  reference's FLOPs as a floor so small, slow-but-honest models pass);
+- CPU time of every worker, window by window from its start to its last reply, against the work
+  the judge asked of it there (:class:`Work`, :func:`cpu_allowance`: the one formula behind every
+  CPU verdict; benchmark/judge/meter.py keeps the windows).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -146,12 +150,64 @@ def flops_check(step_flops: int, spec) -> dict:
                  if step_flops else "the training step's FLOPs were not reported")
 
 
+@dataclass(frozen=True)
+class Work:
+    """What the judge asked of a worker in one window of its life."""
+
+    steps: float = 0           # training steps: train-mode forward, backward, optimizer step
+    forward_tokens: int = 0    # tokens through forward passes only (probes, replay, canaries, validation)
+    fixed_s: float = 0.0       # CPU seconds for what is no counted arithmetic (start-up, compile, hand-over)
+
+    def __add__(self, other: "Work") -> "Work":
+        return Work(self.steps + other.steps, self.forward_tokens + other.forward_tokens,
+                    self.fixed_s + other.fixed_s)
+
+
+def counted_flops(step_flops, token_flops, spec) -> tuple:
+    """(FLOPs of a training step, of a forward token) that allowances use: the worker's counts,
+    raised to the reference's and capped at spec.max_flops_ratio times it (a count is the
+    candidate's word: an inflated one buys no CPU)."""
+    cap = spec.max_flops_ratio
+    step = min(max(step_flops or 0, spec.reference_step_flops), cap * spec.reference_step_flops)
+    token = min(max(token_flops or 0, spec.reference_flops_per_token), cap * spec.reference_flops_per_token)
+    return step, token
+
+
+def cpu_allowance(work: Work, step_flops, token_flops, rate: float, spec) -> float:
+    """CPU seconds `work` may take on this machine (`rate`: its measured fp32 matmul FLOPs per
+    CPU-second): the fixed seconds, plus the FLOPs of its steps and forward tokens at
+    spec.min_cpu_efficiency of the rate. The one formula behind every CPU verdict."""
+    step, token = counted_flops(step_flops, token_flops, spec)
+    return work.fixed_s + (work.steps * step + work.forward_tokens * token) / (rate * spec.min_cpu_efficiency)
+
+
+def describe(work: Work, step_flops, token_flops, rate: float, spec) -> str:
+    """The work an allowance is for, in words."""
+    step, token = counted_flops(step_flops, token_flops, spec)
+    parts = [f"{work.fixed_s:g} s fixed"] if work.fixed_s else []
+    if work.steps:
+        parts.append(f"{work.steps:g} training steps of {step / 1e9:.1f} GFLOP")
+    if work.forward_tokens:
+        parts.append(f"{work.forward_tokens:,} forward tokens of {token / 1e6:.1f} MFLOP")
+    return ((", ".join(parts) or "no work") + f" (FLOPs at {spec.min_cpu_efficiency:g} of this machine's "
+            f"{rate / 1e9:.0f} GFLOP per CPU-second)")
+
+
+def window_check(name: str, who: str, used_s: float, work: Work, step_flops, token_flops, rate: float,
+                 spec, fix: str) -> dict:
+    """A worker's CPU seconds in one window of its life against what its work allows."""
+    allowed = cpu_allowance(work, step_flops, token_flops, rate, spec)
+    detail = (f"{who} used {used_s:.1f} s of CPU; {allowed:.1f} s allowed for "
+              f"{describe(work, step_flops, token_flops, rate, spec)}")
+    return check(name, used_s <= allowed, detail if used_s <= allowed else f"{detail}: {fix}")
+
+
 def cpu_check(cpu_s_per_step: float, step_flops: int, rate: float, spec, margin: float = 1.0,
               steps: str = "") -> dict:
     """The training step's CPU time, read from outside the worker, against its counted FLOPs
     (`margin` times the allowance: the early verdict over the first steps; `steps` names them)."""
-    counted = max(step_flops or 0, spec.reference_step_flops)
-    allowed = margin * counted / (rate * spec.min_cpu_efficiency)
+    counted = counted_flops(step_flops, None, spec)[0]
+    allowed = margin * cpu_allowance(Work(steps=1), step_flops, None, rate, spec)
     ratio = cpu_s_per_step / allowed if allowed else float("inf")
     detail = (f"{1000 * cpu_s_per_step:.0f} ms of CPU per training step{steps}; {1000 * allowed:.0f} ms allowed for "
               f"{counted / 1e9:.1f} GFLOPs at {spec.min_cpu_efficiency:g} of this machine's measured "

@@ -5,7 +5,8 @@ training loop) and asks it for fp32 probe logits before and after training, the 
 logits on replay windows, and its state dict; it checks that state (parameters, structure) and the
 step's cost read from outside; then a fresh scoring worker rebuilds the model from the state alone
 and answers the judge's sequence of validation and probe batches. Loss, accuracy, perplexity, every
-probe comparison and the result are computed here.
+probe comparison and the result are computed here. Every worker's CPU time is metered from its start
+to its last reply, window by window (meter.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from . import budget, power, probes
 from .launch import WorkerGone, WorkerProcess
+from .meter import Meter
 from .placement import worker_placement
 from .tuning import cpu_model, resolve, review
 from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
@@ -102,6 +104,9 @@ class Evaluation:
         self.rng, self.result["probe_seed"] = probes.new_rng()
         self.log_tail = ""
         self.workers: dict = {}
+        self.meters: dict = {}   # worker -> its CPU Meter
+        self.result["cpu"] = {}  # worker name -> {window: {used_s, allowed_s}}
+        self.flops: dict = {"step": None, "token": None}  # counted so far, for the CPU allowances
         self.spawned: list = []  # every worker started, for worker_output()
 
     # ------------------------------------------------------------------ driver
@@ -241,8 +246,13 @@ class Evaluation:
                 precision: str, dropout_seed: Optional[int] = None,
                 heartbeat_s: Optional[float] = None) -> torch.Tensor:
         exchange.put(x)
+        meter = self.meters.get(worker)
+        if meter is not None:
+            meter.add(tokens=x.shape[0] * x.shape[1])
         worker.send(Op("forward", rows=len(x), mode=mode, precision=precision, dropout_seed=dropout_seed))
         message = self.expect(worker, "out", heartbeat_s)
+        if meter is not None:
+            meter.answered()
         try:
             logits = exchange.logits(message, len(x))
         except ValueError as exc:
@@ -256,6 +266,8 @@ class Evaluation:
         spec = self.spec
         self.enter("load")
         worker, exchange = self.start("train", "train")
+        meter = self.meter(worker, "train", "the training worker", "cpu_budget")
+        meter.open("before_training", spec.startup_cpu_s + spec.compile_cpu_s, start=0.0)
         with worker:
             try:
                 self.result["sandbox"] = worker.sandbox(self.expect(worker, "hello").sandbox)
@@ -269,17 +281,26 @@ class Evaluation:
                     top = budget.top_k_check(built.layer_top_k, spec)
                     self.checks.append(top)
                     budget.raise_on_failure("budget", [top])
-                exchange.put(self.windows[0, :1, :-1])
+                # before training the worker is shown no text at all: the count, the trial and the
+                # untrained probes run on random tokens, so nothing done in the compile allowance of
+                # before_training can be training on text (a red-team model pre-trained 8 steps on
+                # the probe windows there: 2.9x the reference's score at 30 steps)
+                noise = self.rng.integers(0, spec.vocab_size, size=4 * spec.probe_windows * (spec.seq_len + 1))
+                exchange.put(noise[None, :spec.seq_len])
+                meter.add(tokens=spec.seq_len)
                 worker.send(Op("count"))
                 flops = self.expect(worker, "flops").flops
                 self.result["params"] = {"flops_per_token": flops // spec.seq_len if flops else None}
-                worker.send(Op("trial", tokens=self.windows[0].tolist()))
+                self.flops["token"] = self.result["params"]["flops_per_token"]
+                meter.add(steps=2)
+                worker.send(Op("trial", tokens=noise[:spec.batch_size * (spec.seq_len + 1)].reshape(
+                    spec.batch_size, spec.seq_len + 1).tolist()))
                 trial = self.expect(worker, "flops").flops
-                self.result["params"]["trial_step_flops"] = trial
+                self.result["params"]["trial_step_flops"] = self.flops["step"] = trial
                 if not spec.experiment:  # a model over the budget stops here, not after training
                     self.verdict_now(budget.flops_check(trial, spec), " (a trial step before training)")
                     self.state_verdicts(self.saved_state(worker), " (before training)")
-                self.direct_probes(worker, exchange, "untrained")
+                self.direct_probes(worker, exchange, "untrained", noise)
                 step_flops, cpu_per_step = self.train(worker)
                 # the scored state is taken the moment training ends: work the model does after its
                 # last step (training on kept batches inside the next forward) cannot reach it, and
@@ -287,12 +308,17 @@ class Evaluation:
                 # last: a buffer an honest model updates in a train-mode forward (running
                 # statistics) may move there, after the replay's reference is taken.
                 state = self.saved_state(worker)
+                # from here the worker may run forward passes only (meter.py), so its answers on the
+                # replay rows are the handed-over model's
+                self.enter("save")
+                meter.open("after_hand_over", spec.handover_cpu_s, prefix=True, start=meter.close())
                 self.enter("replay")
                 replay = probes.direct_plan(self.train_tokens, spec.replay_windows, spec.seq_len, self.rng)
                 self.replay_x = replay.x
                 self.replay_ref = probes.full_log_probs(  # fp32: see replay()
                     self.forward(worker, exchange, replay.x, "eval", "fp32"))
-                self.direct_probes(worker, exchange, "trained")
+                self.direct_probes(worker, exchange, "trained", self.train_tokens)
+                meter.close()
             finally:
                 self.peak_rss_mb = worker.peak_rss_mb
                 exchange.close()
@@ -344,11 +370,11 @@ class Evaluation:
         for verdict in verdicts:
             self.verdict_now(verdict, when)
 
-    def direct_probes(self, worker: WorkerProcess, exchange: Exchange, prefix: str) -> None:
-        """fp32 causality (eval and train mode) and batch independence on training text."""
+    def direct_probes(self, worker: WorkerProcess, exchange: Exchange, prefix: str, tokens: np.ndarray) -> None:
+        """fp32 causality (eval and train mode) and batch independence on windows of `tokens`."""
         self.enter("probe")
         spec, t0 = self.spec, time.perf_counter()
-        plan = probes.direct_plan(self.train_tokens, spec.probe_windows, spec.seq_len, self.rng)
+        plan = probes.direct_plan(tokens, spec.probe_windows, spec.seq_len, self.rng)
         targets = torch.as_tensor(plan.targets)
         mask, band = probes.prefix_mask(plan.cuts, spec.seq_len), probes.band_mask(plan.cuts, spec.seq_len)
         tol, gain = spec.probe_tol_fp32, spec.probe_gain_tol_fp32
@@ -387,6 +413,8 @@ class Evaluation:
         def send_batch(i: int) -> None:
             worker.send(Op("batch", tokens=self.windows[i].tolist(), count=i in counted))
 
+        meter = self.meters[worker]  # training text from here: the steps' allowance only
+        meter.open("training", spec.handover_cpu_s, prefix=True, start=meter.close())
         worker.send(Op("train", steps=n_steps))
         for i in range(min(2, n_steps)):  # two steps ahead: the worker never waits, never sees more
             send_batch(i)
@@ -408,8 +436,15 @@ class Evaluation:
                 send_batch(step + 2)
             if step == 0 or step == early_cpu or step in counted or step + 1 in counted:
                 cpu[step] = worker.cpu_s()
+            meter.add(steps=spec.counted_step_allowance if step in counted else 1)
+            if step < n_steps - 1:
+                meter.answered()  # work piled into one step (step 0 included) stops the run there
+            else:
+                meter.open("hand_over", spec.handover_cpu_s, start=meter.close())
             if step in counted:
                 counted_flops.append(message.flops)
+                if message.flops:
+                    self.flops["step"] = max(self.flops["step"] or 0, message.flops)
                 if step > 0:
                     counted_times.append(now - t_prev)
                 if not spec.experiment:
@@ -461,6 +496,22 @@ class Evaluation:
             self.checks.append(verdict)
             budget.raise_on_failure("budget", [verdict])
 
+    def meter(self, worker: WorkerProcess, name: str, who: str, check_name: str) -> Meter:
+        """Meters `worker`'s CPU time window by window (benchmark/judge/meter.py)."""
+        meter = Meter(worker, who, check_name, self.spec, matmul_flops_per_cpu_s(), self.cpu_verdict,
+                      lambda: (self.flops["step"], self.flops["token"]))
+        self.meters[worker] = meter
+        self.result["cpu"][name] = meter.windows
+        return meter
+
+    def cpu_verdict(self, verdict: dict) -> None:
+        """A worker's CPU window against its allowance: recorded, and a failure stops the run
+        (a benchmark-owned experiment model is exempt, as from every budget rule)."""
+        if self.spec.experiment:
+            return
+        self.checks.append(verdict)
+        budget.raise_on_failure(self.stage, [verdict])
+
     @staticmethod
     def curve(losses: list, every: int = 100) -> list:
         """[[step, mean reported loss]] every 100 steps (the worker's report: informational)."""
@@ -497,6 +548,8 @@ class Evaluation:
             (self.run_dir / name).mkdir(mode=0o700, exist_ok=True)
             statefile.write(self.run_dir / name / STATE_FILE, state)
             worker, exchange = self.start(name, "score")
+            meter = self.meter(worker, name, f"scoring worker {name}", f"scoring_budget:{name}")
+            meter.open("scoring", spec.startup_cpu_s, prefix=True, start=0.0)
             t_start = time.perf_counter()
             with worker:
                 try:
@@ -505,6 +558,7 @@ class Evaluation:
                     self.timings["second_process_s"] += time.perf_counter() - t_start
                     self.replay(worker, exchange)
                     step = self.validate(worker, exchange, batches, score, recorder, step)
+                    meter.close()
                 finally:
                     self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
                     exchange.close()

@@ -141,7 +141,18 @@ def declared_top_k(top_k):
         return f"<a {type(top_k).__name__}>"[:MAX_TOP_K_TEXT]
 
 
+def eager_from_now() -> None:
+    """From here on this process runs torch.compile'd code eagerly and compiles nothing (the
+    compiled wrappers and their state-dict keys stay). Every process holding the trained state does
+    (the scoring workers from their start, the training worker from its hand-over): there the judge
+    allows forward passes only, and a compile's CPU time would be indistinguishable from training.
+    The model must run uncompiled anyway (README "The contract")."""
+    torch.compiler.set_stance("force_eager")
+
+
 class Worker:
+    trained = False  # the training loop has run: the next save hands over the scored state
+
     def __init__(self, request: WorkerRequest, channel, ops) -> None:
         self.request, self.channel, self.ops = request, channel, ops
         self.spec = Spec().replace(**request.overrides)
@@ -207,6 +218,8 @@ class Worker:
     def load(self) -> None:
         spec, request = self.spec, self.request
         self.stage = "load"
+        if request.role == "score":
+            eager_from_now()
         guard.seed_everything(spec.seed)
         self.module = import_candidate(request.candidate)
         self.stage = "build"
@@ -251,6 +264,8 @@ class Worker:
         elif op.op == "save":
             self.stage = "save"
             statefile.write(self.workdir / STATE_FILE, self.model.state_dict())
+            if self.trained:  # the scored state is handed over: forward passes only from here
+                eager_from_now()
             self.send(Message("saved", id=op.id))
         else:
             raise ProtocolError(f"a {self.request.role} worker got op {op.op!r}")
@@ -335,4 +350,5 @@ class Worker:
         steps = train(self.model, optimizer, scheduler, steps, self.next_batch, spec, self.rt, on_step,
                       progress=self.request.progress)
         guard.verify("train")
+        self.trained = True
         self.send(Message("trained", step=steps))
