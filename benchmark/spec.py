@@ -90,6 +90,13 @@ class Spec:
     # While torch.compile builds code (silent for minutes on a slow or busy CPU), the worker sends
     # a "compiling" message this often, so a long compile is not taken for a hang.
     compile_beat_s: float = 10.0
+    # Beats are not a licence: while the judge waits for one reply, compile beats keep the worker
+    # alive at most compile_wait_s past its heartbeat limit, and in a whole evaluation they buy at
+    # most compile_total_s past heartbeat limits in all; beyond either the worker is a hang, beats
+    # or not. A worker that sends more beats than one per compile_beat_s over the wall-clock limit,
+    # twice over (2 x time_limit_s / compile_beat_s), floods the channel: protocol_error.
+    compile_wait_s: float = 600.0
+    compile_total_s: float = 1200.0
     # Resident memory cap of the worker, MiB.
     memory_limit_mb: int = 12288
     # Bytes of each worker's stdout and stderr the judge forwards to its own stderr (with progress

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmark.judge import budget
+from benchmark.judge import beats, budget
 from benchmark.judge.budget import Work
 from benchmark.judge.meter import Meter
 from benchmark.result import EvalFailure
@@ -107,6 +107,66 @@ def test_a_prefix_window_is_judged_at_every_answer_so_early_work_is_not_averaged
     assert caught.value.error_type == "scoring_budget"
     assert verdicts[0]["name"] == "scoring_budget:score0" and "8,192 forward tokens" in verdicts[0]["detail"]
     assert "training or other work while it is scored" in verdicts[0]["detail"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(beats.time, "monotonic", clock)
+    return clock
+
+
+def test_without_beats_a_wait_is_the_heartbeat_and_a_beat_restarts_it(clock):
+    wait = beats.Beats(SPEC).wait(60.0)
+    assert wait.timeout() == (60.0, None)
+    clock.now += 50
+    wait.beat()
+    clock.now += 10
+    assert wait.timeout() == (50.0, None)
+
+
+def test_beats_keep_one_wait_alive_at_most_compile_wait_s_past_its_heartbeat(clock):
+    spec = SPEC.replace(compile_wait_s=100.0)
+    wait = beats.Beats(spec).wait(60.0)
+    for _ in range(15):                     # a beat every 10 s for 150 s
+        clock.now += 10
+        wait.beat()
+        timeout, why = wait.timeout()
+    assert timeout == pytest.approx(10.0) and "at most 100 s past the 60 s heartbeat" in why
+
+
+def test_beats_buy_at_most_compile_total_s_over_an_evaluation(clock):
+    spec = SPEC.replace(compile_wait_s=100.0, compile_total_s=150.0)
+    evaluation = beats.Beats(spec)
+    for _ in range(2):  # two waits that each ran 100 s past their heartbeat
+        wait = evaluation.wait(60.0)
+        for _ in range(16):
+            clock.now += 10
+            wait.beat()
+        wait.done()
+    assert evaluation.bought_s == pytest.approx(100.0 + 100.0)
+    wait = evaluation.wait(60.0)
+    clock.now += 10
+    wait.beat()
+    assert wait.timeout()[1] is not None and "compile_total_s" in wait.timeout()[1]
+
+
+def test_more_beats_than_any_compile_could_send_is_a_flood(clock):
+    evaluation = beats.Beats(SPEC)
+    wait = evaluation.wait(60.0)
+    assert evaluation.max_count == 2 * SPEC.time_limit_s / SPEC.compile_beat_s
+    for _ in range(evaluation.max_count):
+        wait.beat()
+    with pytest.raises(beats.BeatFlood, match="only the evaluator's compile beat may send them"):
+        wait.beat()
 
 
 def test_compiled_code_runs_eagerly_once_the_state_is_handed_over():

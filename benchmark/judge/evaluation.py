@@ -6,7 +6,7 @@ logits on replay windows, and its state dict; it checks that state (parameters, 
 step's cost read from outside; then a fresh scoring worker rebuilds the model from the state alone
 and answers the judge's sequence of validation and probe batches. Loss, accuracy, perplexity, every
 probe comparison and the result are computed here. Every worker's CPU time is metered from its start
-to its last reply, window by window (meter.py).
+to its last reply, window by window (meter.py), and its compile beats bounded (beats.py).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import budget, power, probes
+from .beats import BeatFlood, Beats
 from .launch import WorkerGone, WorkerProcess
 from .meter import Meter
 from .placement import worker_placement
@@ -104,6 +105,7 @@ class Evaluation:
         self.rng, self.result["probe_seed"] = probes.new_rng()
         self.log_tail = ""
         self.workers: dict = {}
+        self.beats = Beats(self.spec)
         self.meters: dict = {}   # worker -> its CPU Meter
         self.result["cpu"] = {}  # worker name -> {window: {used_s, allowed_s}}
         self.flops: dict = {"step": None, "token": None}  # counted so far, for the CPU allowances
@@ -221,16 +223,25 @@ class Evaluation:
 
     def expect(self, worker: WorkerProcess, kind: str, heartbeat_s: Optional[float] = None) -> Message:
         """The worker's next message, which must be `kind`; failures become EvalFailure. A
-        "compiling" message (torch.compile at work) is a heartbeat: the wait goes on."""
+        "compiling" message (torch.compile at work) is a heartbeat: the wait goes on, within the
+        bounds of benchmark/judge/beats.py."""
+        wait = self.beats.wait(heartbeat_s or self.spec.heartbeat_s)
         while True:
+            timeout, why = wait.timeout()
             try:
-                message = worker.recv(heartbeat_s or self.spec.heartbeat_s)
+                message = worker.recv(max(timeout, 1e-3))
             except WorkerGone as exc:
                 self.log_tail = worker.logs.tail
-                raise EvalFailure(self.stage, exc.error_type, exc.message) from exc
+                text = why if why and exc.error_type == "hang" else exc.message
+                raise EvalFailure(self.stage, exc.error_type, text) from exc
             if message.type != "compiling":
                 break
             self.result["compile_beats"] = self.result.get("compile_beats", 0) + 1
+            try:
+                wait.beat()
+            except BeatFlood as exc:
+                raise EvalFailure(self.stage, "protocol_error", str(exc)) from exc
+        wait.done()
         if message.type == "failure":
             self.log_tail = worker.logs.tail
             error = EvalFailure(message.stage or self.stage, message.error_type or "runtime_error",
