@@ -184,6 +184,12 @@ class Spec:
     probe_vocab_columns: int = 256
     # Windows of training text replayed by the scoring worker against the trained model's outputs.
     replay_windows: int = 4
+    # Canary rows per scoring process: repeats of validation windows the other process scores,
+    # half in a last batch after all its validation batches and half at secret places among its
+    # other batches, compared with the training worker's outputs on the same rows at hand-over (at
+    # the run's precision and probe tolerances): a model that changes while it is scored (training
+    # inside its forwards, both processes alike) shows there.
+    canary_rows: int = 8
     # Largest allowed change of a compared log-probability (nats), fp32 (honest models ~1e-6) ...
     probe_tol_fp32: float = 1e-3
     # ... and bf16 (the reference measures exactly 0 within a batch shape; the margin absorbs

@@ -6,9 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
-from benchmark.judge import beats, budget
+from benchmark.judge import beats, budget, canary, probes
 from benchmark.judge.budget import Work
 from benchmark.judge.meter import Meter
 from benchmark.result import EvalFailure
@@ -167,6 +169,48 @@ def test_more_beats_than_any_compile_could_send_is_a_flood(clock):
         wait.beat()
     with pytest.raises(beats.BeatFlood, match="only the evaluator's compile beat may send them"):
         wait.beat()
+
+
+def _plan(n_windows=96, batch=16, seed=0):
+    rng = np.random.default_rng(seed)
+    val_x = rng.integers(0, 1000, size=(n_windows, 8))
+    plan = probes.hidden_plan(val_x, batch, 7, 4, 16, 1000, 42, rng)
+    return plan, val_x, rng
+
+
+def test_each_scoring_process_ends_with_a_batch_of_canaries_from_the_other_processs_windows():
+    plan, val_x, rng = _plan()
+    before = [len(run) for run in plan.runs]
+    rows = canary.place(plan, val_x, 8, rng)
+    assert len(rows) == len(plan.runs) == 2
+    for r, run in enumerate(plan.runs):
+        assert len(run) == before[r] + 1
+        kind, windows, last = run[-1]
+        assert kind == "probe" and len(windows) == 0 and len(last) == 16   # a whole batch, after the last real one
+        other = np.concatenate([w for _, w, _ in plan.runs[1 - r]])
+        assert set(plan.row_window[last]) <= set(other)                   # never a window this process scores
+        assert (plan.row_cut[last] == -1).all()
+        assert (val_x[plan.row_window[last]] == plan.probe_rows[last]).all()
+        assert len(rows[r]) == 8 and len(set(rows[r])) == 8
+        in_last = np.isin(rows[r], last)
+        earlier = np.concatenate([ids for _, _, ids in run[:-1]])
+        assert in_last.sum() >= 4 and np.isin(rows[r][~in_last], earlier).all()
+        assert (plan.row_cut[rows[r]] == -1).all()                        # repeats only: no seam
+    # the recorder still finds every probe's original
+    recorder = probes.HiddenRecorder(plan, val_x)
+    assert recorder.wanted == {int(w) for w in plan.row_window}
+
+
+def test_a_change_while_scored_fails_the_canary_in_fp32_and_in_bf16_by_its_gain():
+    torch.manual_seed(0)
+    ref = torch.log_softmax(torch.randn(8, 16, 33), -1)
+    assert canary.compare("probe:canary:score0", ref + 1e-7, ref, 1e-3, 1e-4)["passed"]
+    trained = ref.clone()
+    trained[..., -1] += 0.02                   # the true token 0.02 nats likelier everywhere
+    failed = canary.compare("probe:canary:score0", trained, ref, 0.1, 3e-3)   # under bf16's 0.1 per value
+    assert not failed["passed"] and "changed while it was scored" in failed["detail"]
+    noise = ref + 0.05 * torch.randn_like(ref)  # bf16 rounding: large, without sign
+    assert canary.compare("probe:canary:score0", noise, ref, 0.1 + 0.3, 3e-3)["passed"]
 
 
 def test_compiled_code_runs_eagerly_once_the_state_is_handed_over():

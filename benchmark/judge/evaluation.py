@@ -6,7 +6,8 @@ logits on replay windows, and its state dict; it checks that state (parameters, 
 step's cost read from outside; then a fresh scoring worker rebuilds the model from the state alone
 and answers the judge's sequence of validation and probe batches. Loss, accuracy, perplexity, every
 probe comparison and the result are computed here. Every worker's CPU time is metered from its start
-to its last reply, window by window (meter.py), and its compile beats bounded (beats.py).
+to its last reply, window by window (meter.py), its compile beats bounded (beats.py), and each
+scoring worker answers canary rows the training worker answered at the hand-over (canary.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import budget, power, probes
+from . import budget, canary, power, probes
 from .beats import BeatFlood, Beats
 from .launch import WorkerGone, WorkerProcess
 from .meter import Meter
@@ -320,7 +321,7 @@ class Evaluation:
                 # statistics) may move there, after the replay's reference is taken.
                 state = self.saved_state(worker)
                 # from here the worker may run forward passes only (meter.py), so its answers on the
-                # replay rows are the handed-over model's
+                # replay and canary rows are the handed-over model's
                 self.enter("save")
                 meter.open("after_hand_over", spec.handover_cpu_s, prefix=True, start=meter.close())
                 self.enter("replay")
@@ -328,6 +329,9 @@ class Evaluation:
                 self.replay_x = replay.x
                 self.replay_ref = probes.full_log_probs(  # fp32: see replay()
                     self.forward(worker, exchange, replay.x, "eval", "fp32"))
+                if self.mode == "full":
+                    self.plan = self.hidden_plan()
+                    self.canary_ref = self.canary_reference(worker, exchange)
                 self.direct_probes(worker, exchange, "trained", self.train_tokens)
                 meter.close()
             finally:
@@ -523,6 +527,15 @@ class Evaluation:
         self.checks.append(verdict)
         budget.raise_on_failure(self.stage, [verdict])
 
+    def canary_verdict(self, name: str, rows: np.ndarray, recorder: "probes.HiddenRecorder", tol: float,
+                       gain: float) -> None:
+        """A scoring process's answers on its canary rows against the training worker's at hand-over."""
+        scored = torch.stack([recorder.probe[int(i)] for i in rows])
+        reference = torch.stack([self.canary_ref[int(i)] for i in rows])
+        verdict = canary.compare(f"probe:canary:{name}", scored, reference, tol, gain)
+        self.checks.append(verdict)
+        budget.raise_on_failure("probe", [verdict])
+
     @staticmethod
     def curve(losses: list, every: int = 100) -> list:
         """[[step, mean reported loss]] every 100 steps (the worker's report: informational)."""
@@ -534,16 +547,46 @@ class Evaluation:
         return points
 
     # ------------------------------------------------------------------ scoring workers
-    def score_phase(self, state: dict) -> None:
-        """Validation in fresh scoring processes (two, each with half the batches; probe copies of
-        a window go to the process that does not score it), each replaying the training worker's
-        windows first."""
+    def hidden_plan(self) -> "probes.HiddenPlan":
+        """The scoring workers' secret sequences of batches with their canaries, drawn at the
+        hand-over: the training worker answers the canary rows there (canary.py)."""
         spec = self.spec
-        self.enter("validate")
         plan = probes.hidden_plan(self.val_x, spec.val_batch_size, power.causal_rows(spec),
                                   spec.probe_repeat_rows, spec.probe_vocab_columns, spec.vocab_size,
                                   spec.seed, self.rng, power.scoring_processes(spec, len(self.val_x)))
         self.result.update(audit=spec.audit, probe_power=power.summary(plan.positions_tested, None))
+        self.canary_rows = canary.place(plan, self.val_x, spec.canary_rows, self.rng)
+        return plan
+
+    def canary_reference(self, worker: WorkerProcess, exchange: Exchange) -> dict:
+        """The handed-over model's log-probabilities on every canary row (row id -> (T, C + 1)), at
+        the run's precision, in batches of at most a validation batch's rows."""
+        plan, refs = self.plan, {}
+        rows = np.concatenate(self.canary_rows)
+        t0 = time.perf_counter()
+        for start in range(0, len(rows), self.max_rows):
+            ids = rows[start:start + self.max_rows]
+            logits = self.forward(worker, exchange, plan.probe_rows[ids], "eval", self.precision)
+            logp = self.compared_log_probs(logits, self.val_y[plan.row_window[ids]], plan.columns)[1]
+            refs.update((int(i), logp[k]) for k, i in enumerate(ids))
+        self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
+        return refs
+
+    def compared_log_probs(self, logits: torch.Tensor, targets, columns: torch.Tensor) -> tuple:
+        """(the rows' stats, their (rows, T, C + 1) log-probabilities the hidden probes compare: on
+        the secret columns, then on each position's true next token, `targets` (rows, T))."""
+        where, chunk = scoring_plan(self.device, self.spec)
+        targets = torch.as_tensor(targets)
+        stats = row_stats(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), columns, chunk, where)
+        return stats, stats.log_probs(torch.cat([stats.columns, stats.picked.unsqueeze(1)], 1)).view(*targets.shape, -1)
+
+    def score_phase(self, state: dict) -> None:
+        """Validation in fresh scoring processes (two, each with half the batches; probe copies of
+        a window go to the process that does not score it), each replaying the training worker's
+        windows first and answering its canaries among its batches and last."""
+        spec = self.spec
+        self.enter("validate")
+        plan = self.plan
         recorder = probes.HiddenRecorder(plan, self.val_y)
         score = Score(len(self.val_x))
         tol = spec.probe_tol_bf16 if self.precision == "bf16" else spec.probe_tol_fp32
@@ -570,6 +613,7 @@ class Evaluation:
                     self.replay(worker, exchange)
                     step = self.validate(worker, exchange, batches, score, recorder, step)
                     meter.close()
+                    self.canary_verdict(name, self.canary_rows[run], recorder, tol, gain)
                 finally:
                     self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
                     exchange.close()
@@ -614,7 +658,6 @@ class Evaluation:
 
         spec = self.spec
         self.enter("validate")
-        where, chunk = scoring_plan(self.device, spec)
         times, handover = [], 0.0
         heartbeat = spec.heartbeat_s
         plan = recorder.plan
@@ -630,11 +673,8 @@ class Evaluation:
             t_judge = time.perf_counter()
             n = len(rows)  # the batch's windows first, then its probe rows (targets: their windows')
             targets = torch.as_tensor(np.concatenate([self.val_y[rows], self.val_y[plan.row_window[probe_ids]]]))
-            stats = row_stats(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), plan.columns,
-                              chunk, where)
+            stats, logp = self.compared_log_probs(logits, targets, plan.columns)
             T = targets.shape[1]
-            # log-probabilities on the secret columns and the true next token, (rows, T, C + 1)
-            logp = stats.log_probs(torch.cat([stats.columns, stats.picked.unsqueeze(1)], 1)).view(len(x), T, -1)
             if n:
                 score_batch(score, rows, stats.head(n * T), T)
                 recorder.record_real(step, rows, logp[:n])
