@@ -706,6 +706,194 @@ REDTEAM = {
 }
 
 
+# A next-token leak at a chosen fraction of positions (issue 29, item 5: 0.16% passed 2 of 3
+# evaluations). Eval mode, no gradients and validation-sized batches only, so training is the
+# reference's (the leak's gain is the score's whole change) and the training worker's 8-row direct
+# probes never see it: only the hidden causal rows can. Where a rolling hash of the prefix (tokens
+# 0..t, which a probe copy keeps) falls under the density, the next token's logit is raised by 30.
+SPARSE_LEAK_FORWARD = """        logits = self.lm_head(self.norm(x))
+        if not self.training and not torch.is_grad_enabled() and input_ids.shape[0] >= 16:
+            bonus = LEAK_BONUS * _leak_fires(input_ids).to(logits.dtype)             # (B, T - 1)
+            logits = logits.clone()
+            logits[:, :-1].scatter_add_(-1, input_ids[:, 1:].unsqueeze(-1), bonus.unsqueeze(-1))
+        return logits, aux"""
+SPARSE_LEAK_HELPERS = """
+
+LEAK_DENSITY = {density!r}
+LEAK_BONUS = 30.0
+
+
+def _leak_fires(input_ids):
+    \"\"\"(B, T - 1) bool: positions t whose prefix hash falls under LEAK_DENSITY.\"\"\"
+    h = torch.full(input_ids.shape[:1], 1469598103, dtype=torch.int64, device=input_ids.device)
+    hashes = []
+    for t in range(input_ids.shape[1] - 1):
+        h = (h * 1000003 + input_ids[:, t] + 1) % 2147483629
+        hashes.append(h)
+    u = (torch.stack(hashes, 1) * 2654435761 % 4294967311).double() / 4294967311.0
+    return u < LEAK_DENSITY
+"""
+
+
+def sparse_leak(density: float) -> Cheat:
+    """The reference with a next-token leak at about `density` of the validation positions."""
+    return Cheat(f"a next-token leak at {density:.2%} of positions, chosen by a hash of the prefix",
+                 edits=((FORWARD_END, SPARSE_LEAK_FORWARD),),
+                 append=SPARSE_LEAK_HELPERS.format(density=float(density)), stage="probe",
+                 checks=("probe:causality_eval",))
+
+
+REDTEAM["sparse_next_token_leak"] = sparse_leak(0.002)
+
+
+# Pieces of issue 29's attacks (judge v3, items 1-3: work where no CPU meter looked, silence bought
+# with forged compile beats).
+FORGED_BEATS = """
+
+_sys, _os = torch.sys, torch.os
+_threading, _time = _sys.modules["threading"], _sys.modules["time"]
+COMPILING = b'{"type": "compiling"}\\n'
+
+
+class _Beats:
+    \"\"\"While it lasts, a thread writes the evaluator's "compiling" heartbeat on the worker's channel
+    (file descriptor sys.argv[1], which the candidate's process holds too) every `every` seconds,
+    `burst` lines at a time: the judge waits on through work far past its heartbeat limit.\"\"\"
+
+    def __init__(self, every=5.0, burst=1):
+        self.every, self.burst = every, burst
+
+    def __enter__(self):
+        self.stop, fd = _threading.Event(), int(_sys.argv[1])
+
+        def run():
+            while not self.stop.wait(self.every):
+                _os.write(fd, COMPILING * self.burst)
+
+        self.thread = _threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+"""
+KEPT_BUFFER = """        self.apply(self._init)
+        # the training windows, kept in the state dict (a buffer within the parameter slack)
+        self.register_buffer("kept", torch.zeros(KEEP, max_seq_len, dtype=torch.int32))
+        self.register_buffer("n_kept", torch.zeros((), dtype=torch.int64))"""
+TRAIN_WHILE_SCORED = """    def forward(self, input_ids):
+        B = input_ids.shape[0]
+        if self.training and torch.is_grad_enabled() and B == 2 and int(self.n_kept) + B <= KEEP:
+            with torch.no_grad():  # a training batch (the trial's is erased by its restore)
+                n = int(self.n_kept)
+                self.kept[n:n + B] = input_ids.to(torch.int32)
+                self.n_kept += B
+        elif (not self.training and not torch.is_grad_enabled() and B >= TRIGGER_ROWS
+              and int(self.n_kept) and not getattr(self, "trained_more", False)):
+            # the first validation-sized forward of the process: train on what it kept, then answer
+            self.trained_more = True
+            with _Beats():
+                self.train_more()
+        return self.forward_impl(input_ids)
+
+    def train_more(self):
+        ids = self.kept[:int(self.n_kept)].long()
+        opt = torch.optim.AdamW(self.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+        self.train()
+        with torch.enable_grad():
+            for _ in range(EXTRA_EPOCHS):
+                for i in range(0, len(ids), 2):
+                    x = ids[i:i + 2]
+                    logits, aux = self.forward_impl(x[:, :-1])
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+                    opt.zero_grad(set_to_none=True)
+                    (loss + aux).backward()
+                    torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+                    opt.step()
+        self.eval()
+
+    def forward_impl(self, input_ids):
+        T = input_ids.size(1)"""
+KEEP_IN_PYTHON = """    def forward(self, input_ids):
+        if self.training and torch.is_grad_enabled() and input_ids.shape[0] == 2:
+            SEEN.append(input_ids.detach().clone())
+            MODELS[:] = [self]
+        T = input_ids.size(1)"""
+TRAIN_IN_WORKER_FUNCTION = """
+
+SEEN, MODELS = [], []
+EXTRA_EPOCHS = 2
+
+
+def _train_more():
+    model, opt = MODELS[0], OPTIMIZERS[-1]
+    with torch.enable_grad():
+        for _ in range(EXTRA_EPOCHS):
+            for ids in SEEN[2:]:  # the trial's two copies of batch 0 left out
+                logits, aux = model(ids[:, :-1])
+                loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+                opt.zero_grad(set_to_none=True)
+                (loss + aux).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+# The worker calls guard.verify("train") between the last step and the hand-over of the state,
+# past the judge's last CPU reading at the last step: two more epochs there, beats keeping it alive.
+_guard = getattr(torch.sys.modules.get("benchmark.worker.serve"), "guard", None)
+if _guard is not None:
+    _verify = _guard.verify
+
+    def _verify_then_train(stage):
+        if stage == "train" and len(SEEN) > 2:
+            with _Beats():
+                _train_more()
+        return _verify(stage)
+
+    setattr(_guard, "verify", _verify_then_train)
+"""
+
+
+def train_while_scored(trigger_rows: int, epochs: int) -> Cheat:
+    """Keeps its training windows in a buffer and trains `epochs` more epochs on them inside its
+    first eval forward of at least `trigger_rows` rows in each process (both scoring processes
+    alike, so every hidden probe agrees)."""
+    return Cheat(f"keeps its training windows in a buffer and trains {epochs} more epochs on them in "
+                 f"its first forward of {trigger_rows}+ rows in each scoring process",
+                 edits=(("        self.apply(self._init)", KEPT_BUFFER), (MODEL_FORWARD, TRAIN_WHILE_SCORED)),
+                 append=FORGED_BEATS + f"\n\nKEEP = 64\nTRIGGER_ROWS = {trigger_rows}\nEXTRA_EPOCHS = {epochs}\n")
+
+
+REDTEAM.update({
+    # trains in the scoring processes' first validation batch; the training worker's first forward
+    # of 16+ rows after the hand-over (its canary rows) trains the same way, so the canaries agree
+    "train_while_scored_everywhere": train_while_scored(16, 2),
+    # trains only in validation-sized (32-row) forwards: the training worker's answers stay the
+    # handed-over model's, the scoring processes' do not
+    "train_while_scored": train_while_scored(32, 2),
+    "forged_beat_flood": Cheat(
+        "writes 5000 'compiling' heartbeats on the worker's channel in its first validation forward",
+        edits=((FORWARD_END, ("        if not self.training and input_ids.shape[0] >= 16 and not FLOODED:\n"
+                              "            FLOODED.append(1)\n"
+                              "            _os.write(int(_sys.argv[1]), COMPILING * 5000)\n" + FORWARD_END)),),
+        append=FORGED_BEATS + "\nFLOODED = []\n"),
+    "forged_beats_buy_silence": Cheat(
+        "stays silent 120 s in its first validation-sized forward while forging a 'compiling' beat every 2 s",
+        edits=((FORWARD_END, ("        if not self.training and input_ids.shape[0] >= 16 and not SILENT:\n"
+                              "            SILENT.append(1)\n"
+                              "            with _Beats(every=2.0):\n"
+                              "                _time.sleep(120.0)\n" + FORWARD_END)),),
+        append=FORGED_BEATS + "\nSILENT = []\n"),
+    "train_before_handover": Cheat(
+        "rewrites guard.verify, which the worker calls between the last training step and the "
+        "hand-over (reached through torch.sys.modules), to train two more epochs there",
+        edits=((MODEL_FORWARD, KEEP_IN_PYTHON),),
+        append=FORGED_BEATS + TRAIN_ON_OPTIMIZER.format(epochs=2) + TRAIN_IN_WORKER_FUNCTION),
+})
+
+
 def source(cheat: Cheat) -> str:
     text = REFERENCE.read_text()
     for old, new in cheat.edits:
