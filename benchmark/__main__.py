@@ -6,6 +6,8 @@
   shinka-config [--check FILE]                                 print shinka_task/shinka.yaml
   experiment STUDY [--seeds N] [--steps N] [--workers N] [--out DIR] [--rows A,B]
              [--executor local|ray] [--address ADDR]           run a study (patterns, schedules, warmup)
+  probe-power [--leaks N] [--plans N] [--val-tokens N]         the hidden probes' detection probability
+                                                               by leak density (docs/probe-power.md)
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ def main(argv: list) -> int:
                 "record": "benchmark.analysis.record",
                 "openevolve-config": "benchmark.search.openevolve_config",
                 "shinka-config": "benchmark.search.shinka_config",
-                "experiment": "benchmark.experiments.runner"}
+                "experiment": "benchmark.experiments.runner",
+                "probe-power": "benchmark.judge.power"}
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
