@@ -76,3 +76,45 @@ def test_a_leak_the_audit_catches_fails_the_stage3_result(monkeypatch, tmp_path)
     result = noise.evaluate_noise_aware("c.py", evaluate=leaky)
     assert not result["valid"] and result["error_type"] == "probe" and result["combined_score"] == 0.0
     assert noise.best_score(SPEC) is None, "a leak the audit caught became the best"
+
+
+def _fires(path, val_tokens: int) -> int:
+    """Positions of the validation windows (`val_tokens` targets) where the candidate's leak fires
+    (its own _leak_fires, imported here: this test's own file, never the judge's business)."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from benchmark.data import eval_windows, load_tokens
+
+    spec = importlib.util.spec_from_file_location("sparse_leak_candidate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    val_x = eval_windows(load_tokens(SPEC.dataset, SPEC.split, SPEC.tokenizer), SPEC.seq_len, val_tokens)[0]
+    return int(module._leak_fires(torch.as_tensor(val_x.astype(np.int64))).sum())
+
+
+@pytest.mark.slow
+@pytest.mark.evaluation
+@pytest.mark.parametrize("density,overrides", [(0.003, {}), (0.01, {"val_tokens": 8192})],
+                         ids=["0.3%-tiny", "1%-four-processes"])
+def test_the_audit_catches_sparse_next_token_leaks(tmp_path, density, overrides):
+    """The reference with a next-token leak at a hash-chosen fraction of positions (eval mode, in
+    validation-sized batches only: no direct probe sees it), at the tiny budget. The normal 31
+    hidden rows test 0.8% of the tiny run's 4064 positions and miss this leak (at 9 of them) 93% of
+    the time; the audit's 3000 rows test 74% of them. With 8192 validation tokens (4 full batches)
+    the audit's rows go to 4 scoring processes."""
+    from tests.adversarial.cheats import source, sparse_leak
+    from tests.conftest import TINY_OVERRIDES, evaluate_tiny
+
+    path = tmp_path / "sparse_leak.py"
+    path.write_text(source(sparse_leak(density)))
+    val_tokens = overrides.get("val_tokens", TINY_OVERRIDES["val_tokens"])
+    fires = _fires(path, val_tokens)
+    assert fires >= 8, f"the leak fires at {fires} positions only: the test would be weak"
+    # 3000 rows forward and scored take 2-4 min on a quiet 2-core CPU, over 30 min on a loaded one
+    result = evaluate_tiny(path, overrides=dict(overrides, audit=True, time_limit_s=7200.0))
+    assert not result["valid"] and result["error_type"] == "probe", (result.get("error_type"), result.get("error"))
+    assert "future leak" in result["error"]
+    assert result["audit"] is True and result["probe_power"]["positions_tested"] >= 2990, result.get("probe_power")
