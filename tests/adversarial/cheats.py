@@ -706,46 +706,6 @@ REDTEAM = {
 }
 
 
-# A next-token leak at a chosen fraction of positions (issue 29, item 5: 0.16% passed 2 of 3
-# evaluations). Eval mode, no gradients and validation-sized batches only, so training is the
-# reference's (the leak's gain is the score's whole change) and the training worker's 8-row direct
-# probes never see it: only the hidden causal rows can. Where a rolling hash of the prefix (tokens
-# 0..t, which a probe copy keeps) falls under the density, the next token's logit is raised by 30.
-SPARSE_LEAK_FORWARD = """        logits = self.lm_head(self.norm(x))
-        if not self.training and not torch.is_grad_enabled() and input_ids.shape[0] >= 16:
-            bonus = LEAK_BONUS * _leak_fires(input_ids).to(logits.dtype)             # (B, T - 1)
-            logits = logits.clone()
-            logits[:, :-1].scatter_add_(-1, input_ids[:, 1:].unsqueeze(-1), bonus.unsqueeze(-1))
-        return logits, aux"""
-SPARSE_LEAK_HELPERS = """
-
-LEAK_DENSITY = {density!r}
-LEAK_BONUS = 30.0
-
-
-def _leak_fires(input_ids):
-    \"\"\"(B, T - 1) bool: positions t whose prefix hash falls under LEAK_DENSITY.\"\"\"
-    h = torch.full(input_ids.shape[:1], 1469598103, dtype=torch.int64, device=input_ids.device)
-    hashes = []
-    for t in range(input_ids.shape[1] - 1):
-        h = (h * 1000003 + input_ids[:, t] + 1) % 2147483629
-        hashes.append(h)
-    u = (torch.stack(hashes, 1) * 2654435761 % 4294967311).double() / 4294967311.0
-    return u < LEAK_DENSITY
-"""
-
-
-def sparse_leak(density: float) -> Cheat:
-    """The reference with a next-token leak at about `density` of the validation positions."""
-    return Cheat(f"a next-token leak at {density:.2%} of positions, chosen by a hash of the prefix",
-                 edits=((FORWARD_END, SPARSE_LEAK_FORWARD),),
-                 append=SPARSE_LEAK_HELPERS.format(density=float(density)), stage="probe",
-                 checks=("probe:causality_eval",))
-
-
-REDTEAM["sparse_next_token_leak"] = sparse_leak(0.002)
-
-
 # Pieces of issue 29's attacks (judge v3, items 1-3: work where no CPU meter looked, silence bought
 # with forged compile beats).
 FORGED_BEATS = """
