@@ -451,11 +451,6 @@ class Evaluation:
                 send_batch(step + 2)
             if step == 0 or step == early_cpu or step in counted or step + 1 in counted:
                 cpu[step] = worker.cpu_s()
-            meter.add(steps=spec.counted_step_allowance if step in counted else 1)
-            if step < n_steps - 1:
-                meter.answered()  # work piled into one step (step 0 included) stops the run there
-            else:
-                meter.open("hand_over", spec.handover_cpu_s, start=meter.close())
             if step in counted:
                 counted_flops.append(message.flops)
                 if message.flops:
@@ -467,6 +462,12 @@ class Evaluation:
             elif step > 0:
                 step_times.append(now - t_prev)
             t_prev = now
+            # CPU after a counted step's FLOP verdict, the more telling one
+            meter.add(steps=spec.counted_step_allowance if step in counted else 1)
+            if step < n_steps - 1:
+                meter.answered()  # work piled into one step (step 0 included) stops the run there
+            else:
+                meter.open("hand_over", spec.handover_cpu_s, start=meter.close())
             losses.append(message.loss if message.loss is not None else float("nan"))
             self.result["steps_completed"] = len(losses)
             if step == early_cpu and not spec.experiment and self.cpu_per_step(cpu, counted, step) is not None:
