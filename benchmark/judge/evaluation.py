@@ -31,7 +31,8 @@ from .beats import BeatFlood, Beats
 from .launch import WorkerGone, WorkerProcess
 from .meter import Meter
 from .placement import worker_placement
-from .tuning import cpu_model, resolve, review
+from .machine import cpu_model
+from .tuning import resolve, review
 from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
 from ..xent import row_stats, scoring_plan
 from .. import numerics, statefile
@@ -237,11 +238,12 @@ class Evaluation:
                 raise EvalFailure(self.stage, exc.error_type, text) from exc
             if message.type != "compiling":
                 break
-            self.result["compile_beats"] = self.result.get("compile_beats", 0) + 1
             try:
                 wait.beat()
             except BeatFlood as exc:
                 raise EvalFailure(self.stage, "protocol_error", str(exc)) from exc
+            finally:
+                self.result["compile_beats"] = self.beats.count
         wait.done()
         if message.type == "failure":
             self.log_tail = worker.logs.tail

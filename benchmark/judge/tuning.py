@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 
 from . import load, machine
-from .machine import cpu_model  # noqa: F401  (part of this module's interface: evaluation.environment)
 from .peak import matmul_peak
 from ..fsutil import atomic_write, locked
 from ..spec import SPEC

@@ -49,13 +49,16 @@ def relative_score(result: dict, spec: Spec) -> float:
     return sanitize_score(spec.reference_val_ppl / ppl)
 
 
+def split_features(text: str) -> tuple:
+    """The names in a features text: comma-separated, or "all" for every descriptor."""
+    text = text.strip()
+    return DESCRIPTORS if text == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def feature_names(text: Optional[str] = None) -> tuple:
-    """The descriptors named in `text` (comma-separated, or "all"; default PLASA_FEATURES); unknown
+    """The descriptors named in `text` (:func:`split_features`; default PLASA_FEATURES); unknown
     names are left out with a warning."""
-    text = (os.environ.get("PLASA_FEATURES", "") if text is None else text).strip()
-    if not text:
-        return ()
-    names = DESCRIPTORS if text == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
+    names = split_features(os.environ.get("PLASA_FEATURES", "") if text is None else text)
     unknown = sorted(set(names) - set(DESCRIPTORS))
     if unknown:  # never raise from evaluate(): say it, and leave them out
         log.warning("PLASA_FEATURES: unknown descriptors %s ignored; choose from %s", unknown, list(DESCRIPTORS))
@@ -138,7 +141,7 @@ class SearchOptions:
         else:
             names = features
             if isinstance(features, str):  # "attention_density,param_count" or "all", as PLASA_FEATURES
-                names = DESCRIPTORS if features == "all" else tuple(n.strip() for n in features.split(","))
+                names = split_features(features)
             if not isinstance(names, (list, tuple)) or set(names) - set(DESCRIPTORS):
                 raise ValueError(f"features {features!r}: expected a list drawn from {', '.join(DESCRIPTORS)}")
         if not isinstance(cascade, bool):

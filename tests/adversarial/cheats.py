@@ -738,6 +738,35 @@ class _Beats:
         self.stop.set()
         self.thread.join()
 """
+PRE_DONE_BUFFER = """        self.apply(self._init)
+        # 1 once pre-trained (kept in the state, so no later process trains again)
+        self.register_buffer("pre_done", torch.zeros((), dtype=torch.int64))"""
+PRETRAIN_IN_PROBES = """    def forward(self, input_ids):
+        if (not self.training and input_ids.shape[0] >= 4 and int(self.pre_done) == 0
+                and torch._C._len_torch_dispatch_stack() == 0):
+            # the first eval forward of 4+ rows: the training worker's untrained probe windows,
+            # inside before_training's compile allowance: train on them first, then answer
+            self.pre_train(input_ids)
+        return self.forward_plain(input_ids)
+
+    def pre_train(self, ids):
+        with torch.no_grad():
+            self.pre_done.fill_(1)
+        opt = torch.optim.AdamW(self.parameters(), lr=PRE_LR, betas=(0.9, 0.95), weight_decay=0.0)
+        self.train()
+        with _Beats(), torch.enable_grad():  # forged compile beats: it looks like a compile
+            for _ in range(PRE_STEPS):
+                logits, aux = self.forward_plain(ids)
+                loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].flatten())
+                opt.zero_grad(set_to_none=True)
+                (loss + aux).backward()
+                torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+                opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.eval()
+
+    def forward_plain(self, input_ids):
+        T = input_ids.size(1)"""
 KEPT_BUFFER = """        self.apply(self._init)
         # the training windows, kept in the state dict (a buffer within the parameter slack)
         self.register_buffer("kept", torch.zeros(KEEP, max_seq_len, dtype=torch.int32))
@@ -851,6 +880,13 @@ REDTEAM.update({
         "hand-over (reached through torch.sys.modules), to train two more epochs there",
         edits=((MODEL_FORWARD, KEEP_IN_PYTHON),),
         append=FORGED_BEATS + TRAIN_ON_OPTIMIZER.format(epochs=2) + TRAIN_IN_WORKER_FUNCTION),
+    "pretrain_in_untrained_probes": Cheat(
+        "pre-trains 8 AdamW steps on the training worker's untrained probe windows inside its first "
+        "eval-mode probe forward, before training, forged compile beats keeping the heartbeat away: "
+        "2.93x the reference's score at 30 steps when that training was kept (now every training-worker "
+        "forward restores the model, and the untrained probes are random tokens)",
+        edits=((PRE_DONE_BUFFER.split("\n")[0], PRE_DONE_BUFFER), (MODEL_FORWARD, PRETRAIN_IN_PROBES)),
+        append=FORGED_BEATS + "\nPRE_STEPS = 8\nPRE_LR = 1e-3\n"),
 })
 
 
