@@ -1,5 +1,5 @@
 """The benchmark inside the search frameworks, called exactly as they call it: the real OpenEvolve
-0.4.0 Evaluator and ShinkaEvolve's command line (whole searches: tests/test_search_example.py)."""
+0.4.1 Evaluator and ShinkaEvolve's command line (whole searches: tests/test_search_example.py)."""
 
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ def test_committed_openevolve_config_is_current_and_loads():
                           cwd=REPO).returncode == 0
     config = Config.from_yaml(str(REPO / "configs" / "openevolve.yaml"))
     assert config.evaluator.timeout > SPEC.time_limit_s
-    assert config.evaluator.max_retries == 0 and config.evaluator.cascade_evaluation
-    # stage 2 runs after a passing stage 1; stage 3 (noise-aware) after any valid stage 2
-    assert config.evaluator.cascade_thresholds == [SPEC.stage1_pass_score, SPEC.stage1_pass_score]
+    assert config.evaluator.max_retries == 0
+    # the cascade runs inside evaluate(): OpenEvolve passes evaluator_args to evaluate() only, so
+    # its own cascade would call the stages without the search's options
+    assert config.evaluator.evaluator_args == {"cascade": True} and not config.evaluator.cascade_evaluation
     assert config.prompt.suggest_simplification_after_chars is None
     assert config.max_code_length > len((REPO / "initial_program.py").read_text())
     assert config.prompt.system_message.strip() == (REPO / "initial_proposal.txt").read_text().strip()

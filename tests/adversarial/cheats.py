@@ -227,7 +227,7 @@ CHEATS = {
                 "            x = x + 0.01 * (_tick.count % 7)\n" + FORWARD_END),),
         append=("\ndef _make_tick():\n    def tick():\n        tick.count += 1\n    tick.count = 0\n    return tick\n\n\n"
                 "_tick = _make_tick()\n"),
-        stage="probe", checks=("probe:batch_independence",)),
+        stage="probe", checks=("probe:batch_independence", "probe:canary")),
     "trained_state_outside_state_dict": Cheat(
         "learns a unigram table during training in a plain tensor attribute (not a buffer) and "
         "adds it to the logits: it would be lost by a fresh process",

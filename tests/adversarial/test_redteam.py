@@ -15,6 +15,9 @@ from tests.adversarial.cheats import REDTEAM, write
 from tests.conftest import evaluate_tiny
 
 FOLDER = Path(__file__).parent / "redteam"
+# A table kept across a scoring process's batches shows at a probe's cut (a future leak) or, when
+# its canary rows come first, as a model that changed while it was scored: either rejects it.
+STATEFUL_CAUGHT_BY = ("probe:causality", "probe:canary")
 
 
 def _path(name: str, tmp_path: Path) -> Path:
@@ -50,10 +53,11 @@ def test_a_daemon_that_left_the_session_does_not_hang_the_judge():
 def test_a_first_seen_prefix_table_is_caught():
     """A table of the first continuation seen per prefix, kept across the validation batches of one
     process, leaks the next token while copies in the same process agree with it; scored in the
-    other process, a probe copy has no such history and its cut position shows the leak."""
+    other process, a probe copy has no such history and its cut position shows the leak (or, first,
+    the canary rows show the table growing while it is scored)."""
     result = _run("firstseen_prefix_leak")
     assert not result["valid"] and result["error_type"] == "probe", result.get("error")
-    assert "future leak" in result["error"]
+    assert result["error"].startswith(STATEFUL_CAUGHT_BY), result["error"]
 
 
 @pytest.mark.evaluation
@@ -66,7 +70,7 @@ def test_a_table_shared_between_scoring_processes_through_sysv_memory_is_caught(
         pytest.skip(f"this machine gives workers {isolation()[1]}")
     result = _run("firstseen_shm_leak", tmp_path)
     assert not result["valid"] and result["error_type"] == "probe", result.get("error")
-    assert "future leak" in result["error"]
+    assert result["error"].startswith(STATEFUL_CAUGHT_BY), result["error"]
 
 
 @pytest.mark.evaluation
