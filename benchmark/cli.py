@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .data import CORPUS_NAMES, SPLITS
+from .judge.data import CORPUS_NAMES, SPLITS
 from .result import SCHEMA, clean, failure
 from .analysis.multiseed import evaluate_seeds
 from .judge.runner import evaluate_file

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+# The repository: the reference program, the package, the configs (one definition for every module).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def cache_dir() -> Path:
     """PLASA_CACHE_DIR, default ~/.cache/plasa-bench."""

@@ -58,7 +58,7 @@ class Spec:
     seed: int = 42
 
     # --- data ---
-    # Corpus name from benchmark.data.CORPORA.
+    # Corpus name from benchmark.judge.data.CORPORA.
     dataset: str = "wikitext2"
     # Split that is scored: "validation" during search, "test" only for final reports.
     split: str = "validation"
@@ -66,7 +66,7 @@ class Spec:
     val_tokens: Optional[int] = None
     # Windows per validation batch (large batches are cheap under no_grad).
     val_batch_size: int = 32
-    # Rows of logits at a time in the judge's cross-entropy (benchmark/xent.py: one fp32 buffer of
+    # Rows of logits at a time in the judge's cross-entropy (benchmark/judge/xent.py: one fp32 buffer of
     # this many rows, small enough to stay in cache; 16 measured fastest of 8, 16 and 64).
     ce_chunk: int = 16
     # ... and on a GPU, where the judge scores an evaluation on CUDA (one 200 MB fp32 buffer).

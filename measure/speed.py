@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmark.data import eval_windows, load_benchmark_data, train_windows  # noqa: E402
+from benchmark.judge.data import eval_windows, load_benchmark_data, train_windows  # noqa: E402
 from benchmark.judge import probes  # noqa: E402
 from benchmark.judge.runner import evaluate_file  # noqa: E402
 from benchmark.judge.tuning import resolve  # noqa: E402

@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--output")
     args = parser.parse_args()
 
-    from benchmark.data import load_benchmark_data
+    from benchmark.judge.data import load_benchmark_data
     from benchmark.spec import SPEC
 
     program = Path(args.original) / "initial_program.py"

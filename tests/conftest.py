@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmark.fsutil import REPO_ROOT as REPO  # noqa: E402  (one definition of the repository root)
 SHARED_DATA = REPO.parent / "shared" / "data"
 DATA_DIR = Path(os.environ.get("PLASA_DATA_DIR", SHARED_DATA))
 TOKENIZER_DIR = Path(os.environ.get("PLASA_TOKENIZER_DIR", SHARED_DATA))

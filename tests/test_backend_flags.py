@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from benchmark.judge.static_checks import BACKEND_FLAGS, check_source
+from benchmark.judge.static_checks import check_source
 from tests.conftest import REPO
 
 

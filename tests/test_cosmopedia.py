@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmark import data
+from benchmark.judge import data
 from benchmark.spec import SPEC
 from tests.conftest import DATA_DIR
 

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from benchmark import data
+from benchmark.judge import data
 from benchmark.spec import SPEC
-from benchmark.data import eval_windows, train_windows
+from benchmark.judge.data import eval_windows, train_windows
 from tests.conftest import REPO
 
 
@@ -58,7 +58,7 @@ def test_stale_manifest_is_rebuilt(tmp_path, monkeypatch):
 
 
 def test_two_processes_build_the_same_cache(tmp_path):
-    code = ("from benchmark import data; import sys; "
+    code = ("from benchmark.judge import data; import sys; "
             "t = data.load_tokens('wikitext2', 'test', 'HuggingFaceTB/SmolLM-135M'); print(len(t))")
     env = dict(os.environ, PLASA_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)

@@ -4,7 +4,6 @@ the judge's mapping (which killed the judge with SIGBUS), and handed over as des
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest

@@ -86,7 +86,7 @@ def _fires(path, val_tokens: int) -> int:
     import numpy as np
     import torch
 
-    from benchmark.data import eval_windows, load_tokens
+    from benchmark.judge.data import eval_windows, load_tokens
 
     spec = importlib.util.spec_from_file_location("sparse_leak_candidate", path)
     module = importlib.util.module_from_spec(spec)

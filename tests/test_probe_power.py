@@ -17,7 +17,7 @@ from benchmark.spec import SPEC
 @pytest.fixture(scope="module")
 def val_x():
     """The official validation windows (2139 of 128 tokens)."""
-    from benchmark.data import eval_windows, load_tokens
+    from benchmark.judge.data import eval_windows, load_tokens
 
     return eval_windows(load_tokens(SPEC.dataset, SPEC.split, SPEC.tokenizer), SPEC.seq_len, None)[0]
 

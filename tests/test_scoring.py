@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.judge.scoring import Score, score_batch
-from benchmark.xent import row_stats
+from benchmark.judge.xent import row_stats
 
 V = 1000
 
@@ -153,7 +153,7 @@ def test_the_gpu_scoring_path_gives_the_same_numbers_with_its_large_blocks():
     the block was copied to, then brought back), run here on the CPU: the same stats as the
     cache-sized blocks, ties, offsets and secret columns included."""
     from benchmark.spec import SPEC
-    from benchmark.xent import scoring_plan
+    from benchmark.judge.xent import scoring_plan
 
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(1500, V, generator=gen) * 4

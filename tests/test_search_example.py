@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from benchmark.judge.static_checks import check_source
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO  # noqa: E402
 sys.path.insert(0, str(REPO / "examples" / "search"))
 from scripted_llm import EDITS, MARKER, Script, current_program  # noqa: E402
 

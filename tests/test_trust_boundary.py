@@ -18,7 +18,7 @@ from tests.conftest import REPO, evaluate_tiny
 pytestmark = pytest.mark.smoke  # the boundary, whole, in the smoke tier
 
 PACKAGE = REPO / "benchmark"
-JUDGE_SIDE = ["judge", "search", "analysis", "cli.py", "data.py", "spec.py", "result.py",
+JUDGE_SIDE = ["judge", "search", "analysis", "cli.py", "spec.py", "result.py",
               "protocol.py", "fsutil.py", "statefile.py"]
 
 

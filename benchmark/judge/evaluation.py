@@ -12,9 +12,7 @@ scoring worker answers canary rows the training worker answered at the hand-over
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import platform
 import shutil
 import statistics
@@ -28,16 +26,16 @@ import torch
 
 from . import budget, canary, power, probes
 from .beats import BeatFlood, Beats
-from .launch import WorkerGone, WorkerProcess
+from .launch import WorkerGone, WorkerProcess, read_paths
 from .meter import Meter
 from .placement import worker_placement
 from .machine import cpu_model
 from .tuning import resolve, review
 from .scoring import Exchange, Score, matmul_flops_per_cpu_s, score_batch
-from ..xent import row_stats, scoring_plan
+from .xent import row_stats, scoring_plan
 from .. import numerics, statefile
 from ..fsutil import remove_tree
-from ..data import DataError, eval_windows, load_benchmark_data, train_windows
+from .data import DataError, eval_windows, load_benchmark_data, train_windows
 from ..protocol import STATE_FILE, Message, Op, WorkerRequest
 from ..result import EvalFailure, base_result, check, failure
 from ..spec import Spec
@@ -45,35 +43,6 @@ from ..spec import Spec
 log = logging.getLogger(__name__)
 
 MODES = ("full", "stage1")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-# What a worker imports from outside the standard library: torch (with the packages it requires and
-# Triton, its GPU compiler), numpy, tokenizers, tqdm, yaml.
-RUNTIME_PACKAGES = ("torch", "functorch", "torchgen", "triton", "numpy", "tokenizers", "tqdm", "yaml",
-                    "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock", "typing_extensions",
-                    "fsspec")
-
-
-def read_paths(trusted: bool = False) -> tuple:
-    """Folders a sandboxed worker may read: the Python installation and the benchmark package
-    (and the reference program, which the benchmark's own experiment models build on)."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             str(REPO_ROOT / "benchmark"), os.path.dirname(os.path.realpath(sys.executable))}
-    if trusted:
-        paths.add(str(REPO_ROOT / "initial_program.py"))
-    repo = str(REPO_ROOT)
-    for entry in sys.path:
-        if entry and os.path.isdir(entry) and ("site-packages" in entry or "dist-packages" in entry):
-            paths.add(entry)
-    for name in RUNTIME_PACKAGES:  # wherever they come from: a PYTHONPATH folder, links resolved
-        spec = importlib.util.find_spec(name)
-        if spec is not None:
-            place = spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin
-            paths.update(os.path.dirname(p) for p in (place, os.path.realpath(place)))
-    return tuple(sorted(p for p in paths if p and os.path.realpath(p) != repo))
-
-
 def environment(device: str, threads: Optional[int]) -> dict:
     """The machine; `threads`: the workers' torch threads (None: torch's default, the judge's)."""
     cpu = cpu_model()

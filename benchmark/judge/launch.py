@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import logging
 import os
 import queue
@@ -30,18 +31,44 @@ from typing import Optional
 import psutil
 
 from .. import host
+from ..fsutil import REPO_ROOT
 from ..protocol import Message, Op, ProtocolError, WorkerRequest
 from ..spec import SPEC
 from .cpugroup import CpuGroup
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL_CHARS = 6000
 POLL_S = 0.1
 # Set to stop every evaluation in flight in this process (their workers are killed), e.g. when a
 # study is interrupted with Ctrl-C while evaluations run in threads.
 CANCEL = threading.Event()
+
+
+# What a worker imports from outside the standard library: torch (with the packages it requires and
+# Triton, its GPU compiler), numpy, tokenizers, tqdm, yaml.
+RUNTIME_PACKAGES = ("torch", "functorch", "torchgen", "triton", "numpy", "tokenizers", "tqdm", "yaml",
+                    "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock", "typing_extensions",
+                    "fsspec")
+
+
+def read_paths(trusted: bool = False) -> tuple:
+    """Folders a sandboxed worker may read: the Python installation and the benchmark package
+    (and the reference program, which the benchmark's own experiment models build on)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             str(REPO_ROOT / "benchmark"), os.path.dirname(os.path.realpath(sys.executable))}
+    if trusted:
+        paths.add(str(REPO_ROOT / "initial_program.py"))
+    repo = str(REPO_ROOT)
+    for entry in sys.path:
+        if entry and os.path.isdir(entry) and ("site-packages" in entry or "dist-packages" in entry):
+            paths.add(entry)
+    for name in RUNTIME_PACKAGES:  # wherever they come from: a PYTHONPATH folder, links resolved
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            place = spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin
+            paths.update(os.path.dirname(p) for p in (place, os.path.realpath(place)))
+    return tuple(sorted(p for p in paths if p and os.path.realpath(p) != repo))
 
 
 class WorkerGone(Exception):

@@ -19,7 +19,6 @@ import fcntl
 import os
 import re
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
 from ..fsutil import cache_dir

@@ -153,7 +153,7 @@ def main(argv: list) -> int:
     validation windows (the official ones by default)."""
     import argparse
 
-    from ..data import eval_windows, load_tokens
+    from .data import eval_windows, load_tokens
     from ..spec import SPEC
 
     parser = argparse.ArgumentParser(prog="python -m benchmark probe-power")

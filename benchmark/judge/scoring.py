@@ -2,7 +2,7 @@
 
 Runs in the judge's process, which never imports a candidate. Logits arrive in a sealed memory
 file the worker wrote (:class:`Exchange`), mapped here; every number that defines the score
-is computed from them here (:mod:`benchmark.xent`: each row block copied once, fp32 blocks,
+is computed from them here (:mod:`benchmark.judge.xent`: each row block copied once, fp32 blocks,
 float64 sums).
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from .peak import matmul_peak
 from ..protocol import IDS_FILE, LOGIT_DTYPES, LOGITS_FILE, Message
-from ..xent import RowStats
+from .xent import RowStats
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -124,7 +124,7 @@ class Score:
 
 def score_batch(score: Score, windows: np.ndarray, stats: RowStats, seq_len: int) -> None:
     """Adds the cross-entropy and top-1 hits of each window of one batch from its rows'
-    :class:`~benchmark.xent.RowStats` (windows x seq_len rows, in window order)."""
+    :class:`~benchmark.judge.xent.RowStats` (windows x seq_len rows, in window order)."""
     losses = stats.nll().view(len(windows), seq_len).sum(-1)    # (n,) float64
     if not bool(torch.isfinite(losses).all()):
         score.non_finite = True

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..fsutil import REPO_ROOT
 from ..spec import SPEC
 
-REPO = Path(__file__).resolve().parents[2]
-PROPOSAL = REPO / "initial_proposal.txt"
+PROPOSAL = REPO_ROOT / "initial_proposal.txt"
 # OpenEvolve's own timeout must exceed the evaluator's hard limits, so ours fire first (an
 # OpenEvolve timeout cannot stop the thread running evaluate()): one call of evaluate() with
 # cascade runs stage 1 and up to 1 + stage3_extra_seeds full evaluations, each under its own limit.
@@ -93,7 +93,7 @@ evaluator:
 def main(argv: list) -> int:
     text = render()
     if argv[:1] == ["--check"]:
-        target = Path(argv[1]) if len(argv) > 1 else REPO / "configs" / "openevolve.yaml"
+        target = Path(argv[1]) if len(argv) > 1 else REPO_ROOT / "configs" / "openevolve.yaml"
         if target.read_text() != text:
             print(f"{target} is out of date: run python -m benchmark openevolve-config > {target}",
                   file=sys.stderr)

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from .openevolve_config import PROPOSAL
+from ..fsutil import REPO_ROOT
 from ..spec import SPEC
 
-REPO = Path(__file__).resolve().parents[2]
-TARGET = REPO / "shinka_task" / "shinka.yaml"
+TARGET = REPO_ROOT / "shinka_task" / "shinka.yaml"
 
 
 def render() -> str:

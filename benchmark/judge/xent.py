@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from .spec import SPEC
+from ..spec import SPEC
 
 CHUNK = SPEC.ce_chunk  # rows per block (16 x 49,152 fp32 = 3 MiB)
 

@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .fsutil import atomic_write, cache_dir, locked
-from .spec import SPEC
+from ..fsutil import atomic_write, cache_dir, locked
+from ..spec import SPEC
 
 log = logging.getLogger(__name__)
 
