@@ -22,6 +22,7 @@ from typing import Optional
 from .judge.data import CORPUS_NAMES, SPLITS
 from .result import SCHEMA, clean, failure
 from .analysis.multiseed import evaluate_seeds
+from .judge.options import Options
 from .judge.runner import evaluate_file
 from .spec import SPEC
 
@@ -91,18 +92,22 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return dict(getattr(args, "env_overrides", {}), **{k: v for k, v in flags.items() if v is not None})
 
 
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(overrides=overrides_from(args), data_dir=args.data_dir, tokenizer_dir=args.tokenizer_dir,
+                   device=args.device, precision=args.precision,
+                   mode="stage1" if args.stage == "1" else "full", time_limit_s=args.time_limit,
+                   memory_limit_mb=args.memory_limit, progress=not args.quiet, use_cache=not args.no_cache)
+
+
 def run_args(args: argparse.Namespace, candidate: str) -> dict:
-    kwargs = dict(overrides=overrides_from(args), data_dir=args.data_dir, tokenizer_dir=args.tokenizer_dir,
-                  device=args.device, precision=args.precision,
-                  mode="stage1" if args.stage == "1" else "full", time_limit_s=args.time_limit,
-                  memory_limit_mb=args.memory_limit, progress=not args.quiet, use_cache=not args.no_cache)
+    options = options_from(args)
     if args.stage == "3":
         from .search.noise import evaluate_noise_aware
 
-        return evaluate_noise_aware(candidate, **kwargs)
+        return evaluate_noise_aware(candidate, options)
     if args.seeds > 1:
-        return evaluate_seeds(candidate, args.seeds, **kwargs)
-    return evaluate_file(candidate, **kwargs)
+        return evaluate_seeds(candidate, args.seeds, options)
+    return evaluate_file(candidate, options)
 
 
 def write_shinka(result: dict, results_dir: str) -> None:

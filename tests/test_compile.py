@@ -95,6 +95,7 @@ def test_a_compile_longer_than_the_heartbeat_is_no_hang(tmp_path):
 
 def test_the_judge_waits_through_compile_beats_and_counts_them(tmp_path):
     from benchmark.judge.evaluation import Evaluation
+    from benchmark.judge.options import Options
     from benchmark.protocol import Message
 
     class Worker:
@@ -103,9 +104,8 @@ def test_the_judge_waits_through_compile_beats_and_counts_them(tmp_path):
         def recv(self, heartbeat_s):
             return self.messages.pop(0)
 
-    run = Evaluation(candidate=str(tmp_path / "c.py"), display_path="c.py", sha256="0", overrides={},
-                     mode="full", device="cpu", precision="fp32", data_dir=None, tokenizer_dir=None,
-                     run_dir=tmp_path, deadline=0.0, memory_limit_mb=1, checks=[], progress=False,
-                     echo=None, trusted=False, threads=1)
+    run = Evaluation(candidate=str(tmp_path / "c.py"), display_path="c.py", sha256="0",
+                     options=Options(precision="fp32", memory_limit_mb=1, progress=False, threads=1),
+                     run_dir=tmp_path, deadline=0.0, checks=[])
     assert run.expect(Worker(), "out").id == 3
     assert run.result["compile_beats"] == 2

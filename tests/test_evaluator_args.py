@@ -11,6 +11,7 @@ import json
 import pytest
 import yaml
 
+from benchmark.judge.options import Options
 from benchmark.search import integration, noise
 from benchmark.spec import Spec
 from tests.conftest import REPO
@@ -22,16 +23,17 @@ VALID = {"valid": True, "combined_score": 1 / 183.11, "val_ppl": 183.11, "val_ac
 
 @pytest.fixture
 def runs(monkeypatch, tmp_path):
-    """evaluate_file answering VALID; returns the calls' keywords. A private cache, no PLASA_*."""
+    """evaluate_file answering VALID; returns the calls' options (mode, overrides, device, progress). A private cache, no PLASA_*."""
     monkeypatch.setenv("PLASA_CACHE_DIR", str(tmp_path))
     for name in ("PLASA_OVERRIDES", "PLASA_DEVICE", "PLASA_SEARCH_ID", "PLASA_FEATURES", "PLASA_RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     calls = []
 
-    def fake(candidate, **kwargs):
-        calls.append(kwargs)
-        seed = (kwargs.get("overrides") or {}).get("seed", Spec().seed)
-        return dict(VALID, seed=seed, mode=kwargs.get("mode"))
+    def fake(candidate, options=None, **changes):  # evaluate_file's signature
+        options = Options.of(options, **changes)
+        calls.append(dict(mode=options.mode, overrides=dict(options.overrides), device=options.device,
+                          progress=options.progress))
+        return dict(VALID, seed=options.overrides.get("seed", Spec().seed), mode=options.mode)
 
     monkeypatch.setattr(integration, "evaluate_file", fake)
     return calls

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from benchmark.judge.options import Options
 from benchmark.judge.placement import gpu_slot, worker_placement
 from benchmark.judge.runner import result_cache_path
 from benchmark.spec import Spec
@@ -121,9 +122,9 @@ def test_an_evaluation_on_gpu_2_starts_workers_that_see_only_gpu_2_as_cuda_0(mon
     candidate = tmp_path / "c.py"
     candidate.write_text("")
     run = evaluation.Evaluation(
-        candidate=str(candidate), display_path="c.py", sha256="0", overrides={}, mode="full",
-        device="cuda:2", precision=None, data_dir=None, tokenizer_dir=None, run_dir=tmp_path,
-        deadline=0.0, memory_limit_mb=1, checks=[], progress=False, echo=None, trusted=False, threads=None)
+        candidate=str(candidate), display_path="c.py", sha256="0",
+        options=Options(device="cuda:2", memory_limit_mb=1, progress=False), run_dir=tmp_path,
+        deadline=0.0, checks=[])
     run.setup()
     run.max_rows = 1
     run.start("train", "train")

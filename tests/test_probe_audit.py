@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmark.judge.options import Options
 from benchmark.search import noise
 from benchmark.spec import SPEC
 
@@ -13,8 +14,8 @@ POWER = {"positions_tested": 3000, "leak_density_caught_99": 0.0015}
 
 def _fake(scores: dict, calls: list):
     """An evaluate_file stand-in answering from `scores` ({seed: score}) and logging overrides."""
-    def evaluate(candidate, overrides=None, **kwargs):
-        overrides = dict(overrides or {})
+    def evaluate(candidate, options=None, **changes):  # evaluate_file's signature
+        overrides = dict(Options.of(options, **changes).overrides)
         calls.append(overrides)
         seed, audit = overrides.get("seed", SPEC.seed), bool(overrides.get("audit"))
         return {"valid": True, "seed": seed, "combined_score": scores[seed], "val_ppl": 1 / scores[seed],
@@ -66,12 +67,13 @@ def test_a_leak_the_audit_catches_fails_the_stage3_result(monkeypatch, tmp_path)
     monkeypatch.setenv("PLASA_CACHE_DIR", str(tmp_path))
     calls, honest = [], _fake({42: 0.0060, 43: 0.0060, 44: 0.0060}, [])
 
-    def leaky(candidate, overrides=None, **kwargs):
-        calls.append(dict(overrides or {}))
-        if (overrides or {}).get("audit"):
+    def leaky(candidate, options=None, **changes):
+        overrides = Options.of(options, **changes).overrides
+        calls.append(dict(overrides))
+        if overrides.get("audit"):
             return {"valid": False, "combined_score": 0.0, "stage": "probe", "error_type": "probe",
                     "error": "future leak", "audit": True, "probe_power": POWER}
-        return honest(candidate, overrides, **kwargs)
+        return honest(candidate, options, **changes)
 
     result = noise.evaluate_noise_aware("c.py", evaluate=leaky)
     assert not result["valid"] and result["error_type"] == "probe" and result["combined_score"] == 0.0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.judge.options import Options
 from benchmark.result import descriptors
 from benchmark.search import integration, noise
 from benchmark.spec import Spec
@@ -53,8 +54,8 @@ def _fake_runs(monkeypatch, scores: dict) -> list:
     """evaluate_file answering from `scores` (candidate -> {seed: score}); returns the call log."""
     calls = []
 
-    def fake(candidate, overrides=None, **kwargs):
-        seed = (overrides or {}).get("seed", SPEC.seed)
+    def fake(candidate, options=None, **changes):  # evaluate_file's signature
+        seed = Options.of(options, **changes).overrides.get("seed", SPEC.seed)
         calls.append((candidate, seed))
         score = scores[candidate][seed]
         return dict(VALID, seed=seed, combined_score=score, val_ppl=1 / score)

@@ -151,13 +151,14 @@ def test_an_exception_is_blamed_on_whoever_raised_it(tmp_path):
 def test_spec_precision_override_reaches_the_run(monkeypatch, tmp_path):
     """PLASA_OVERRIDES='{"precision": "fp32"}' is what the workers run with, not just a label."""
     from benchmark.judge import evaluation
+    from benchmark.judge.options import Options
 
     seen = []
     monkeypatch.setattr(evaluation, "resolve", lambda device, p, threads: seen.append(p) or (p, threads, {}))
     run = evaluation.Evaluation(
-        candidate="c.py", display_path="c.py", sha256="0", overrides={"precision": "fp32"}, mode="full",
-        device="cpu", precision=None, data_dir=None, tokenizer_dir=None, run_dir=tmp_path, deadline=0,
-        memory_limit_mb=1, checks=[], progress=False, echo=None, trusted=False, threads=None)
+        candidate="c.py", display_path="c.py", sha256="0",
+        options=Options(overrides={"precision": "fp32"}, memory_limit_mb=1, progress=False),
+        run_dir=tmp_path, deadline=0, checks=[])
     run.setup()
     assert seen == ["fp32"] and run.precision == "fp32" and run.result["precision"] == "fp32"
 

@@ -7,8 +7,10 @@ every seed is. The aggregate keeps the first seed's checks and metadata.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from . import stats
+from ..judge.options import Options
 from ..judge.runner import evaluate_file
 from ..spec import Spec
 
@@ -16,20 +18,31 @@ SEED_FIELDS = ("seed", "valid", "combined_score", "val_loss", "val_ppl", "val_ac
                "error", "error_type", "stage", "cached", "loss_curve", "audit")
 
 
-def evaluate_seeds(candidate: str, n_seeds: int, *, overrides: dict = None, audit_first: bool = True,
-                   **kwargs) -> dict:
-    """`n_seeds` seeds; with audit_first, the first one's probes at the audit's power (spec.audit:
-    a reported multi-seed result catches a leak worth 1% of perplexity with 99%)."""
-    overrides = dict(overrides or {})
-    first_seed = overrides.get("seed", Spec().seed)
+def run_seeds(candidate: str, options: Options, seeds: list, audit_index: Optional[int] = 0,
+              evaluate=None) -> list:
+    """One evaluation per seed, in order (the one loop over seeds: several seeds here, stage 3's
+    extra seeds in benchmark.search.noise), the `audit_index`-th with the probes at the audit's
+    power (spec.audit); stops at the first invalid run, since a failure on one seed fails the
+    candidate. `evaluate`: evaluate_file or a stand-in with its signature (a Ray task)."""
+    evaluate = evaluate or evaluate_file
     runs = []
-    for i in range(n_seeds):
-        audit = {"audit": True} if audit_first and i == 0 else {}
-        result = evaluate_file(candidate, overrides=dict(overrides, seed=first_seed + i, **audit), **kwargs)
-        runs.append(result)
-        if not result.get("valid"):
-            break  # a failure on one seed fails the candidate; skip the remaining seeds
-    return aggregate(runs, n_seeds)
+    for i, seed in enumerate(seeds):
+        audit = {"audit": True} if i == audit_index else {}
+        runs.append(evaluate(candidate, options.with_overrides(seed=seed, **audit)))
+        if not runs[-1].get("valid"):
+            break
+    return runs
+
+
+def evaluate_seeds(candidate: str, n_seeds: int, options: Optional[Options] = None, *,
+                   audit_first: bool = True, **changes) -> dict:
+    """`n_seeds` seeds from the options' seed on; with audit_first, the first one's probes at the
+    audit's power (spec.audit: a reported multi-seed result catches a leak worth 1% of perplexity
+    with 99%). `changes`: Options fields, as for evaluate_file."""
+    options = Options.of(options, **changes)
+    first_seed = options.overrides.get("seed", Spec().seed)
+    seeds = [first_seed + i for i in range(n_seeds)]
+    return aggregate(run_seeds(candidate, options, seeds, 0 if audit_first else None), n_seeds)
 
 
 def aggregate(runs: list, n_requested: int) -> dict:

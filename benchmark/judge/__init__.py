@@ -1,6 +1,7 @@
 """The judge: everything that decides a result, in processes that never import a candidate.
 
 launch      starting, watching (wall clock, memory, heartbeats) and stopping worker processes
+options     Options: what one evaluation is asked for, built once and passed down
 runner      evaluate_file: static checks (a courtesy), the results cache, the run folder
 evaluation  one evaluation: the training worker, the verdicts, the scoring worker, the result
 scoring     loss, accuracy and log-probabilities from the logits a worker hands over

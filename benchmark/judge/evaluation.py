@@ -28,6 +28,7 @@ from . import budget, canary, power, probes
 from .beats import BeatFlood, Beats
 from .launch import WorkerGone, WorkerProcess, read_paths
 from .meter import Meter
+from .options import Options
 from .placement import worker_placement
 from .machine import cpu_model
 from .tuning import resolve, review
@@ -38,11 +39,10 @@ from ..fsutil import remove_tree
 from .data import DataError, eval_windows, load_benchmark_data, train_windows
 from ..protocol import STATE_FILE, Message, Op, WorkerRequest
 from ..result import EvalFailure, base_result, check, failure
-from ..spec import Spec
 
 log = logging.getLogger(__name__)
 
-MODES = ("full", "stage1")
+
 def environment(device: str, threads: Optional[int]) -> dict:
     """The machine; `threads`: the workers' torch threads (None: torch's default, the judge's)."""
     cpu = cpu_model()
@@ -54,19 +54,18 @@ def environment(device: str, threads: Optional[int]) -> dict:
 class Evaluation:
     """The stages of one evaluation, in order; `self.result` holds whatever is known so far."""
 
-    def __init__(self, *, candidate: str, display_path: str, sha256: str, overrides: dict, mode: str,
-                 device: str, precision: Optional[str], data_dir: Optional[str],
-                 tokenizer_dir: Optional[str], run_dir: Path, deadline: float, memory_limit_mb: int,
-                 checks: list, progress: bool, echo, trusted: bool, threads: Optional[int],
-                 sandbox: bool = True) -> None:
-        self.overrides, self.spec = dict(overrides), Spec().replace(**overrides)
-        self.candidate, self.mode, self.device = candidate, mode, device
-        self.requested_precision = precision
-        self.data_dir, self.tokenizer_dir, self.run_dir = data_dir, tokenizer_dir, run_dir
-        self.deadline, self.memory_limit_mb = deadline, memory_limit_mb
-        self.progress, self.echo, self.trusted, self.threads = progress, echo, trusted, threads
-        self.sandbox = sandbox
-        self.result = base_result(self.spec, mode, sha256, display_path, checks)
+    def __init__(self, *, candidate: str, display_path: str, sha256: str, options: Options, run_dir: Path,
+                 deadline: float, checks: list) -> None:
+        self.options = options
+        self.overrides, self.spec = dict(options.overrides), options.spec
+        self.candidate, self.mode, self.device = candidate, options.mode, options.device
+        self.requested_precision = options.precision
+        self.data_dir, self.tokenizer_dir, self.run_dir = options.data_dir, options.tokenizer_dir, run_dir
+        self.deadline = deadline
+        self.memory_limit_mb = int(options.memory_limit_mb or self.spec.memory_limit_mb)
+        self.progress, self.echo, self.trusted = options.progress, options.stream, options.trusted
+        self.threads, self.sandbox = options.threads, options.sandbox  # threads: resolved by the tuning
+        self.result = base_result(self.spec, self.mode, sha256, display_path, checks)
         self.timings, self.checks = self.result["timings"], self.result["checks"]
         self.stage = "setup"
         self.exchanges: dict = {}  # name -> the Exchange of a worker spawned but not yet started

@@ -12,38 +12,41 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Optional
 from pathlib import Path
 
+from .options import Options
 from .runner import evaluate_file
 
 
-def _remote_task(source: bytes, name: str, kwargs: dict) -> dict:
+def _remote_task(source: bytes, name: str, options: Options) -> dict:
     """Runs on a cluster node: the candidate's source in a private temp file, evaluated there."""
     folder = tempfile.mkdtemp(prefix="plasa-remote-")
     path = Path(folder) / name
     try:
         path.write_bytes(source)
-        return evaluate_file(str(path), **kwargs)
+        return evaluate_file(str(path), options)
     finally:
         path.unlink(missing_ok=True)
         os.rmdir(folder)
 
 
-def remote_evaluate(program_path: str, address: str, **kwargs) -> dict:
-    """evaluate_file(program_path, **kwargs) as one Ray task on the cluster at `address`."""
+def remote_evaluate(program_path: str, address: str, options: Optional[Options] = None, **changes) -> dict:
+    """evaluate_file(program_path, options, **changes) as one Ray task on the cluster at `address`."""
     import ray
 
     if not ray.is_initialized():
         env = {k: v for k, v in os.environ.items() if k.startswith("PLASA_") and k != "PLASA_RAY_ADDRESS"}
         ray.init(address=None if address == "local" else address, include_dashboard=False,
                  log_to_driver=False, runtime_env={"env_vars": env})
-    device = kwargs.get("device", "cpu")
+    options = Options.of(options, **changes)
+    device = options.device
     resources = ({"num_gpus": 1} if device.startswith("cuda")
                  else {"num_cpus": int(os.environ.get("PLASA_RAY_CPUS", "2"))})
     if device.startswith("cuda"):
-        kwargs = dict(kwargs, device="cuda")  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+        options = options.replace(device="cuda")  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
     task = ray.remote(**resources)(_remote_task)
     source = Path(program_path).read_bytes()
-    result = ray.get(task.remote(source, Path(program_path).name, kwargs))
+    result = ray.get(task.remote(source, Path(program_path).name, options))
     result.setdefault("candidate", {})["path"] = program_path
     return result

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 import traceback
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from .launch import CANCEL, REPO_ROOT  # noqa: F401  (CANCEL is part of this module's interface)
+from .options import Options
 from .static_checks import check_source
 from ..fsutil import atomic_write, cache_dir, remove_tree
 from ..result import base_result, check, clean, descriptors, failure
@@ -124,36 +124,38 @@ def _sweep_stale_runs(root: str) -> None:
             pass
 
 
-def evaluate_file(candidate: str, **kwargs) -> dict:
+def evaluate_file(candidate: str, options: Optional[Options] = None, **changes) -> dict:
     """Evaluates one candidate file; always returns a result dict (schema: benchmark.result),
-    with its `descriptors`. Keywords: overrides, data_dir, tokenizer_dir, device, precision, mode,
-    time_limit_s, memory_limit_mb, progress, echo, use_cache, trusted, threads, sandbox.
+    with its `descriptors`. `options` (:class:`~benchmark.judge.options.Options`, default: the
+    official evaluation) with `changes`, its fields as keywords: overrides, mode, device,
+    precision, data_dir, tokenizer_dir, time_limit_s, memory_limit_mb, progress, echo, use_cache,
+    trusted, threads, sandbox.
 
     `trusted` skips the static checks, for the benchmark's own experiment models only (they import
     the benchmark); they still run in sandboxed workers, with every probe. `threads` caps the
     workers' torch threads, for several evaluations side by side.
     """
-    if kwargs.get("device") == "cuda":  # several evaluations on a multi-GPU machine: one GPU each
+    try:
+        options = Options.of(options, **changes)
+    except ValueError as exc:  # a keyword that is no option stays a TypeError: the caller's bug
+        return failure(base_result(Spec(), changes.get("mode", "full"), None, candidate, []), "cli",
+                       "usage_error", str(exc))
+    if options.device == "cuda":  # several evaluations on a multi-GPU machine: one GPU each
         from .placement import gpu_slot
 
         with gpu_slot() as device:
-            result = _evaluate_file(candidate, **dict(kwargs, device=device))
+            result = _evaluate_file(candidate, options.replace(device=device))
     else:
-        result = _evaluate_file(candidate, **kwargs)
+        result = _evaluate_file(candidate, options)
     result["descriptors"] = descriptors(result)
     return result
 
 
-def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir: Optional[str] = None,
-                   tokenizer_dir: Optional[str] = None, device: str = "cpu",
-                   precision: Optional[str] = None, mode: str = "full",
-                   time_limit_s: Optional[float] = None, memory_limit_mb: Optional[int] = None,
-                   progress: bool = True, echo=sys.stderr, use_cache: bool = True,
-                   trusted: bool = False, threads: Optional[int] = None, sandbox: bool = True) -> dict:
+def _evaluate_file(candidate: str, options: Options) -> dict:
     started = time.monotonic()
-    overrides = dict(overrides or {})
+    mode, trusted = options.mode, options.trusted
     try:
-        spec = Spec().replace(**overrides)
+        spec = options.spec
     except (TypeError, ValueError) as exc:
         return failure(base_result(Spec(), mode, None, candidate, []), "cli", "usage_error", str(exc))
     try:
@@ -181,14 +183,14 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
     # runs: ShinkaEvolve drops the last newline of every program it writes, and a search that
     # re-sends a program that way is answered from the cache.
     cache_path = result_cache_path(hashlib.sha256(source_bytes.rstrip() + b"\n").hexdigest(), spec, mode,
-                                   device, precision, data_dir, tokenizer_dir)
-    if use_cache:
+                                   options.device, options.precision, options.data_dir, options.tokenizer_dir)
+    if options.use_cache:
         cached = _cached(cache_path)
         if cached is not None:
             cached["candidate"] = dict(cached.get("candidate", {}), path=candidate, sha256=sha)
             return cached
 
-    limit = float(time_limit_s or spec.time_limit_s)
+    limit = float(options.time_limit_s or spec.time_limit_s)
     root, where = run_root(run_bytes(spec))
     if root is None and os.path.isdir(SHM):
         log.warning("%s", where)
@@ -201,13 +203,8 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
         private.write_bytes(source_bytes)
         from .evaluation import Evaluation  # torch is imported here, for the judge's arithmetic
 
-        evaluation = Evaluation(candidate=str(private), display_path=candidate, sha256=sha,
-                                overrides=overrides, mode=mode, device=device, precision=precision,
-                                data_dir=data_dir, tokenizer_dir=tokenizer_dir, run_dir=run_dir,
-                                deadline=started + limit,
-                                memory_limit_mb=int(memory_limit_mb or spec.memory_limit_mb),
-                                checks=base["checks"], progress=progress, echo=echo, trusted=trusted,
-                                threads=threads, sandbox=sandbox)
+        evaluation = Evaluation(candidate=str(private), display_path=candidate, sha256=sha, options=options,
+                                run_dir=run_dir, deadline=started + limit, checks=base["checks"])
         try:
             result = evaluation.run()
         except Exception as exc:  # the evaluator's own bug: a structured failure, never cached
@@ -226,7 +223,7 @@ def _evaluate_file(candidate: str, *, overrides: Optional[dict] = None, data_dir
             log.exception("the result of %s is not JSON", candidate)
             return failure(base, evaluation.stage, "evaluator_error", f"the evaluator built a result it cannot "
                            f"write as JSON ({type(exc).__name__}: {str(exc)[:300]}); this is not the candidate's fault")
-        if use_cache and result.get("error_type") not in TRANSIENT_ERRORS:
+        if options.use_cache and result.get("error_type") not in TRANSIENT_ERRORS:
             try:
                 atomic_write(cache_path, json.dumps(result, allow_nan=False).encode())
             except (OSError, ValueError, RecursionError) as exc:

@@ -33,6 +33,7 @@ from typing import Optional
 
 from .feedback import artifacts
 from ..result import SCHEMA, descriptors, failure, sanitize_score
+from ..judge.options import Options
 from ..judge.runner import evaluate_file
 from ..spec import Spec
 
@@ -148,21 +149,15 @@ class SearchOptions:
             raise ValueError(f"cascade must be true or false; got {cascade!r}")
         return cls(device, dict(env_overrides(), **(overrides or {})), search_id, tuple(names), cascade)
 
-    def spec(self) -> Spec:
-        try:
-            return Spec().replace(**self.overrides)
-        except Exception:  # reported by the evaluation itself
-            return Spec()
 
-
-def _evaluate(program_path: str, **kwargs) -> dict:
+def _evaluate(program_path: str, options: Options) -> dict:
     """evaluate_file here, or as a task on the Ray cluster PLASA_RAY_ADDRESS names."""
     address = os.environ.get("PLASA_RAY_ADDRESS", "").strip()
     if address:
         from ..judge.remote import remote_evaluate
 
-        return remote_evaluate(program_path, address, **kwargs)
-    return evaluate_file(program_path, **kwargs)
+        return remote_evaluate(program_path, address, options)
+    return evaluate_file(program_path, options)
 
 
 def _stage(program_path: str, stage: str, options: dict):
@@ -175,21 +170,24 @@ def _stage(program_path: str, stage: str, options: dict):
                          f"evaluator option: {exc} (evaluator_args in the search config, or PLASA_* "
                          "in the environment; see benchmark/search/integration.py)")
         return _package(result, Spec(), ())
-    common = dict(overrides=opts.overrides, device=opts.device, progress=False)
+    full = Options(overrides=opts.overrides, device=opts.device, progress=False)
 
     def run() -> dict:
         if stage in ("stage1", "cascade"):
-            first = _evaluate(program_path, mode="stage1", **common)
+            first = _evaluate(program_path, full.replace(mode="stage1"))
             if stage == "stage1" or not first.get("valid"):
                 return first
         if stage == "full":
-            return _evaluate(program_path, mode="full", **common)
+            return _evaluate(program_path, full)
         from .noise import evaluate_noise_aware
 
-        return evaluate_noise_aware(program_path, evaluate=_evaluate, search_id=opts.search_id,
-                                    mode="full", **common)
+        return evaluate_noise_aware(program_path, full, evaluate=_evaluate, search_id=opts.search_id)
 
-    return _package(_guarded(program_path, run), opts.spec(), opts.features)
+    try:
+        spec = full.spec
+    except (TypeError, ValueError):  # the evaluation itself reports it, as a usage_error
+        spec = Spec()
+    return _package(_guarded(program_path, run), spec, opts.features)
 
 
 def evaluate(program_path: str, *, device: Optional[str] = None, overrides: Optional[dict] = None,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..fsutil import atomic_write, cache_dir, locked
+from ..judge.options import Options
 from ..spec import Spec
 
 
@@ -68,22 +69,25 @@ def record_best(result: dict, spec: Spec, search_id: Optional[str] = None) -> No
             atomic_write(path, json.dumps(table, indent=1).encode())
 
 
-def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, evaluate=None,
-                         search_id: Optional[str] = None, **kwargs) -> dict:
+def evaluate_noise_aware(candidate: str, options: Optional[Options] = None, *, evaluate=None,
+                         search_id: Optional[str] = None, **changes) -> dict:
     """One seed (from the cache when stage 2 ran it); when that score is near the best seen by this
     search (`search_id`, else PLASA_SEARCH_ID), spec.stage3_extra_seeds more seeds and their mean
     (benchmark.analysis.multiseed.aggregate), the first extra seed with the probes' full-power
     audit. Records the best. The result carries n_seeds either way. `evaluate` is evaluate_file or
-    a stand-in with its signature (a Ray task)."""
-    from ..analysis.multiseed import aggregate
+    a stand-in with its signature (a Ray task); `changes`: Options fields, as for evaluate_file."""
+    from ..analysis.multiseed import aggregate, run_seeds
 
     if evaluate is None:
         from ..judge import runner
 
         evaluate = runner.evaluate_file
-    overrides = dict(overrides or {})
-    spec = Spec().replace(**overrides)
-    first = evaluate(candidate, overrides=overrides, **kwargs)
+    options = Options.of(options, **changes)
+    try:
+        spec = options.spec
+    except (TypeError, ValueError):  # the evaluation itself reports it
+        return evaluate(candidate, options)
+    first = evaluate(candidate, options)
     if not first.get("valid"):
         return first
     if not near_best(first, spec, search_id):
@@ -91,12 +95,11 @@ def evaluate_noise_aware(candidate: str, *, overrides: Optional[dict] = None, ev
         return dict(first, n_seeds=1)
     # near the best: the probes' full-power audit (spec.audit) on the first extra seed, or on the
     # one seed when there is none, before the candidate can become the best
-    audit = dict(overrides, audit=True)
-    runs = [first] if spec.stage3_extra_seeds or spec.audit else [evaluate(candidate, overrides=audit, **kwargs)]
-    for i in range(1, 1 + spec.stage3_extra_seeds):
-        runs.append(evaluate(candidate, overrides=dict(audit if i == 1 else overrides, seed=spec.seed + i), **kwargs))
-        if not runs[-1].get("valid"):
-            break
+    extra = [spec.seed + i for i in range(1, 1 + spec.stage3_extra_seeds)]
+    if extra:
+        runs = [first] + run_seeds(candidate, options, extra, 0, evaluate)
+    else:
+        runs = [first] if spec.audit else run_seeds(candidate, options, [spec.seed], 0, evaluate)
     result = aggregate(runs, 1 + spec.stage3_extra_seeds)
     if result.get("valid"):
         record_best(result, spec, search_id)
