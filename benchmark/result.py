@@ -12,9 +12,80 @@ can observe them.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, TypedDict
+from typing import Any, Dict, List, Optional, TypedDict
 
 SCHEMA = "plasa-bench-result/2"
+
+
+class Check(TypedDict):
+    """One check the judge ran, with its evidence."""
+
+    name: str                # e.g. static, budget:params, probe:causality_eval, train:cpu_time
+    passed: bool
+    detail: str
+
+
+class Candidate(TypedDict, total=False):
+    sha256: Optional[str]    # of the file's bytes (None when it could not be read)
+    path: str                # as the caller named it
+
+
+class Params(TypedDict, total=False):
+    """The trained state's size and the reported FLOPs (README "Rules")."""
+
+    total: int               # fp32 equivalents (bytes / 4, any dtype) of the trained state
+    embedding: int           # of the token embedding and the LM head (tied copies once)
+    non_embedding: int
+    bytes: int               # the state's bytes, tied copies once
+    flops_per_token: Optional[int]   # reported eval forward FLOPs / T
+    trial_step_flops: int    # reported FLOPs of the trial step before training
+    step_flops: int          # the largest of the counted training steps' FLOPs
+    counted_steps: int       # how many training steps were counted
+
+
+class Timings(TypedDict, total=False):
+    """Seconds unless named."""
+
+    total_s: float           # the evaluation, from the judge's start to its result
+    wall_s: float            # evaluate_file's whole call (static checks, run folder included)
+    data_s: float            # reading and tokenizing (cached) the corpus
+    build_s: float           # the training worker's start, build and state checks
+    probes_s: float          # the causality probes, before and after training
+    train_s: float           # the training loop
+    step_ms_median: float    # median wall time of a training step, between heartbeats
+    cpu_ms_per_step: float   # the training worker's CPU time a step
+    tokens_per_s: float      # training tokens a second
+    second_process_s: float  # the scoring workers' start, rebuild and strict state load
+    validation_s: float      # the scoring workers' forwards over the validation windows
+    judge_scoring_s: float   # the judge's cross-entropy of the handed-over log-probabilities
+
+
+class Environment(TypedDict, total=False):
+    torch: str
+    python: str
+    threads: int             # the workers' torch threads
+    judge_threads: int       # the judge's own, for its arithmetic
+    cpu: str
+    device: str
+    device_name: str
+    run_folder: str          # where the run folder was, and why (/dev/shm or the temp dir)
+
+
+class CpuWindow(TypedDict):
+    used_s: float            # CPU seconds a worker used in one window of its life
+    allowed_s: Optional[float]  # what the window allows (None: not bounded on its own)
+
+
+class WorkerOutput(TypedDict):
+    bytes: int               # what the workers wrote to stdout and stderr
+    forwarded_bytes: int     # what the judge echoed (with progress on)
+    dropped_bytes: int       # past spec.output_limit_bytes a worker, read and thrown away
+
+
+class ProbePower(TypedDict, total=False):
+    positions_tested: int    # cut positions the hidden causal rows tested for a next-token leak
+    leak_density_caught_99: float  # a leak firing at this fraction of positions: caught with 0.99
+    leak_worth_caught_99: float    # what such a leak is worth, as a fraction of the perplexity
 
 
 class Result(TypedDict, total=False):
@@ -32,12 +103,7 @@ class Result(TypedDict, total=False):
     steps_completed: int     # training steps the worker reported
     step_ms_median: float    # median wall time of a training step, between heartbeats
     param_count: int         # = params.total
-    params: dict             # {total, embedding, non_embedding: fp32 equivalents (bytes / 4, any
-                             #  dtype) of the trained state; bytes: its bytes, tied copies once;
-                             #  flops_per_token: reported eval forward FLOPs / T;
-                             #  step_flops: reported FLOPs of a training step, the largest of
-                             #  the counted ones; trial_step_flops: of the trial step before
-                             #  training; counted_steps: how many steps were counted}
+    params: Params
     layer_top_k: Any         # reported: the candidate's declared k per layer
     stage: str               # where it ended: cli, static, load, build, budget, probe, train,
                              # save, load_state, replay, validate, done
@@ -46,11 +112,9 @@ class Result(TypedDict, total=False):
     error_detail: str        # the whole failure message when it has several lines
     traceback: str           # tail of the candidate's traceback
     log_tail: str            # tail of the worker's stdout and stderr on failure
-    checks: list             # [{name, passed, detail}] every check run, with evidence
-    timings: dict            # seconds unless named: total_s, data_s, build_s, probes_s, train_s,
-                             # validation_s, judge_scoring_s, second_process_s, step_ms_median,
-                             # cpu_ms_per_step, tokens_per_s, wall_s
-    candidate: dict          # {sha256, path}
+    checks: List[Check]      # every check run, with its evidence
+    timings: Timings
+    candidate: Candidate
     evaluator: str           # hash of the benchmark package's sources that produced this result
     spec_version: str
     spec: dict               # the whole spec used
@@ -65,26 +129,19 @@ class Result(TypedDict, total=False):
                              # requested_threads, bf16_supported, and where measured (benchmark.judge.
                              # tuning): threads, step_ms_by_threads, fp32/bf16_step_ms, speedup
     device: str
-    environment: dict        # {torch, python, threads (the workers'), judge_threads, cpu, device,
-                             #  device_name, run_folder (where and why: /dev/shm or the temp dir)}
+    environment: Environment
     numerics: dict           # the torch numerics every worker applies (benchmark.numerics): TF32,
                              # deterministic algorithms, cuBLAS workspace
     sandbox: str             # what confined the workers (Landlock version, or none)
     probe_seed: str          # the OS randomness behind this run's probes (hex), for reproduction
     audit: bool              # the hidden causality probes ran at the audit's power (spec.audit)
-    probe_power: dict        # {positions_tested: cut positions the hidden causal rows tested for a
-                             #  next-token leak; leak_density_caught_99: the fraction of positions
-                             #  a leak must fire at to be caught with probability 0.99;
-                             #  leak_worth_caught_99: what such a leak is worth, as a fraction of
-                             #  this run's perplexity} (benchmark/judge/power.py)
+    probe_power: ProbePower  # the hidden causal rows' power (benchmark/judge/power.py)
     peak_rss_mb: float       # the workers' peak resident memory
-    cpu: dict                # each worker's CPU seconds by window of its life, from its start to its
-                             # last reply (benchmark/judge/meter.py): {train: {before_training,
-                             # training, hand_over, after_hand_over}, score0: {scoring}, score1: ...},
-                             # each {used_s, allowed_s}
-    worker_output: dict      # {bytes: what the workers wrote to stdout and stderr, forwarded_bytes:
-                             #  what the judge echoed (with progress on), dropped_bytes: past
-                             #  spec.output_limit_bytes a worker, read and thrown away}
+    cpu: Dict[str, Dict[str, CpuWindow]]  # each worker's CPU seconds by window of its life, from its
+                             # start to its last reply (benchmark/judge/meter.py): {train:
+                             # {before_training, training, hand_over, after_hand_over}, score0:
+                             # {scoring}, score1: ...}
+    worker_output: WorkerOutput
     compile_beats: int       # "compiling" heartbeats the workers sent while torch.compile built
                              # code (one per spec.compile_beat_s; absent when none)
     cached: bool             # served from the results cache
@@ -106,9 +163,22 @@ class Result(TypedDict, total=False):
     train_loss_ci95: list
 
 
+# The nested objects with a schema of their own: key -> (its TypedDict, a list of them?)
+NESTED = {"params": (Params, False), "timings": (Timings, False), "environment": (Environment, False),
+          "candidate": (Candidate, False), "worker_output": (WorkerOutput, False),
+          "probe_power": (ProbePower, False), "checks": (Check, True)}
+
+
 def undeclared_keys(result: dict) -> list:
-    """Keys of `result` that :class:`Result` does not declare (a test keeps this empty)."""
-    return sorted(set(result) - set(Result.__annotations__))
+    """Keys of `result`, and of its nested objects (as "params.x"), that :class:`Result` and the
+    TypedDicts above do not declare (a test keeps this empty)."""
+    out = set(result) - set(Result.__annotations__)
+    for key, (schema, many) in NESTED.items():
+        value = result.get(key)
+        for item in (value if many and isinstance(value, list) else [value]):
+            if isinstance(item, dict):
+                out |= {f"{key}.{k}" for k in set(item) - set(schema.__annotations__)}
+    return sorted(out)
 METRIC_KEYS = ("val_loss", "val_ppl", "val_acc", "train_loss")
 
 

@@ -80,6 +80,7 @@ class Evaluation:
         self.result["cpu"] = {}  # worker name -> {window: {used_s, allowed_s}}
         self.flops: dict = {"step": None, "token": None}  # counted so far, for the CPU allowances
         self.spawned: list = []  # every worker started, for worker_output()
+        self.peak_rss_mb = 0.0   # the workers' largest resident memory
 
     # ------------------------------------------------------------------ driver
     def run(self) -> dict:
@@ -167,6 +168,17 @@ class Evaluation:
         exchange.handed_over()
         self.spawned.append(self.workers[name])
         return self.workers[name]
+
+    def complete(self, result: dict, *, evaluator: str, run_folder: str, started: float) -> dict:
+        """`result` (this evaluation's, or the failure built from it) with what only the end of the
+        run knows: the evaluator's hash, where the run folder was, the whole call's wall time, the
+        workers' peak memory and their output."""
+        result["evaluator"] = evaluator
+        result.setdefault("environment", {})["run_folder"] = run_folder
+        result.setdefault("timings", {})["wall_s"] = time.monotonic() - started
+        result["peak_rss_mb"] = round(self.peak_rss_mb, 1)
+        result["worker_output"] = self.worker_output()
+        return result
 
     def worker_output(self) -> dict:
         """What the workers wrote to their stdout and stderr, summed: bytes, forwarded_bytes (to the
@@ -305,7 +317,7 @@ class Evaluation:
                 self.direct_probes(worker, exchange, "trained", self.train_tokens)
                 meter.close()
             finally:
-                self.peak_rss_mb = worker.peak_rss_mb
+                self.peak_rss_mb = max(self.peak_rss_mb, worker.peak_rss_mb)
                 exchange.close()
         remove_tree(self.run_dir / "train")  # nothing else crosses over
         self.enter("budget")
@@ -586,7 +598,7 @@ class Evaluation:
                     meter.close()
                     self.canary_verdict(name, self.canary_rows[run], recorder, tol, gain)
                 finally:
-                    self.peak_rss_mb = max(getattr(self, "peak_rss_mb", 0.0), worker.peak_rss_mb)
+                    self.peak_rss_mb = max(self.peak_rss_mb, worker.peak_rss_mb)
                     exchange.close()
             self.workers.pop(name).close()
             remove_tree(self.run_dir / name)

@@ -212,11 +212,7 @@ def _evaluate_file(candidate: str, options: Options) -> dict:
             result = failure(evaluation.result, evaluation.stage, "evaluator_error",
                              f"the evaluator failed ({type(exc).__name__}: {exc}); this is not the "
                              "candidate's fault", traceback=traceback.format_exc()[-3000:])
-        result["evaluator"] = base["evaluator"]
-        result.setdefault("environment", {})["run_folder"] = where
-        result.setdefault("timings", {})["wall_s"] = time.monotonic() - started
-        result["peak_rss_mb"] = round(getattr(evaluation, "peak_rss_mb", 0.0), 1)
-        result["worker_output"] = evaluation.worker_output()
+        result = evaluation.complete(result, evaluator=base["evaluator"], run_folder=where, started=started)
         try:  # what the command line prints: a result it could not print is never cached
             json.dumps(clean(result), allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
