@@ -101,6 +101,7 @@ def test_an_evaluation_on_gpu_2_starts_workers_that_see_only_gpu_2_as_cuda_0(mon
     environment and cuda:0 in its request (a simulated 4-GPU machine; no worker really starts)."""
     import torch
 
+    import benchmark.judge.conversation as conversation
     import benchmark.judge.evaluation as evaluation
     from benchmark import numerics
 
@@ -118,7 +119,7 @@ def test_an_evaluation_on_gpu_2_starts_workers_that_see_only_gpu_2_as_cuda_0(mon
         def start(self, request):
             started.append(request.device)
 
-    monkeypatch.setattr(evaluation, "WorkerProcess", Recorder)
+    monkeypatch.setattr(conversation, "WorkerProcess", Recorder)
     candidate = tmp_path / "c.py"
     candidate.write_text("")
     run = evaluation.Evaluation(

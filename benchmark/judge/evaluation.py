@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -25,8 +24,9 @@ import numpy as np
 import torch
 
 from . import budget, canary, power, probes
-from .beats import BeatFlood, Beats
-from .launch import WorkerGone, WorkerProcess, read_paths
+from .beats import Beats
+from .conversation import WorkerConversation
+from .launch import WorkerProcess
 from .meter import Meter
 from .options import Options
 from .placement import worker_placement
@@ -37,7 +37,7 @@ from .xent import row_stats, scoring_plan
 from .. import numerics, statefile
 from ..fsutil import remove_tree
 from .data import DataError, eval_windows, load_benchmark_data, train_windows
-from ..protocol import STATE_FILE, Message, Op, WorkerRequest
+from ..protocol import STATE_FILE, Op
 from ..result import EvalFailure, base_result, check, failure
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def environment(device: str, threads: Optional[int]) -> dict:
             "threads": threads or torch.get_num_threads(), "cpu": cpu, "device": device, "device_name": name}
 
 
-class Evaluation:
+class Evaluation(WorkerConversation):
     """The stages of one evaluation, in order; `self.result` holds whatever is known so far."""
 
     def __init__(self, *, candidate: str, display_path: str, sha256: str, options: Options, run_dir: Path,
@@ -152,23 +152,6 @@ class Evaluation:
         self.val_x, self.val_y = eval_windows(data.eval, spec.seq_len, spec.val_tokens)
         self.timings["data_s"] = time.perf_counter() - t0
 
-    # ------------------------------------------------------------------ workers
-    def spawn(self, name: str) -> WorkerProcess:
-        """Starts a worker process `name` in its own private folder. It imports torch and waits:
-        no candidate code runs in it before start() sends its request."""
-        workdir = self.run_dir / name
-        workdir.mkdir(mode=0o700, exist_ok=True)
-        spec = self.spec  # the shared ids and logits memory is handed over at birth, as descriptors
-        exchange = self.exchanges[name] = Exchange(workdir, self.max_rows, spec.seq_len, spec.vocab_size)
-        self.workers[name] = WorkerProcess(workdir, self.deadline, self.memory_limit_mb, self.threads,
-                                           echo=self.echo if self.progress else None,
-                                           extra_env=self.worker_env, output_limit=spec.output_limit_bytes,
-                                           pass_fds=exchange.fds)
-        self.worker_fds[name] = exchange.fds
-        exchange.handed_over()
-        self.spawned.append(self.workers[name])
-        return self.workers[name]
-
     def complete(self, result: dict, *, evaluator: str, run_folder: str, started: float) -> dict:
         """`result` (this evaluation's, or the failure built from it) with what only the end of the
         run knows: the evaluator's hash, where the run folder was, the whole call's wall time, the
@@ -179,81 +162,6 @@ class Evaluation:
         result["peak_rss_mb"] = round(self.peak_rss_mb, 1)
         result["worker_output"] = self.worker_output()
         return result
-
-    def worker_output(self) -> dict:
-        """What the workers wrote to their stdout and stderr, summed: bytes, forwarded_bytes (to the
-        echo) and dropped_bytes (past spec.output_limit_bytes each, read and thrown away)."""
-        total = {"bytes": 0, "forwarded_bytes": 0, "dropped_bytes": 0}
-        for worker in self.spawned:
-            for key, n in worker.logs.counts().items():
-                total[key] += n
-        return total
-
-    def start(self, name: str, role: str) -> tuple:
-        worker = self.workers.get(name) or self.spawn(name)
-        workdir = self.run_dir / name
-        exchange = self.exchanges.pop(name)
-        ids_fd, logits_fd = self.worker_fds.pop(name)
-        shutil.copyfile(self.candidate, workdir / "candidate.py")
-        worker.start(WorkerRequest(
-            role=role, candidate=str(workdir / "candidate.py"), workdir=str(workdir), overrides=self.overrides,
-            device=self.worker_device, precision=self.precision, max_rows=self.max_rows, ids_fd=ids_fd,
-            logits_fd=logits_fd, trusted=self.trusted,
-            threads=self.threads, progress=self.progress and role == "train", sandbox=self.sandbox,
-            read_paths=read_paths(self.trusted)))
-        return worker, exchange
-
-    def expect(self, worker: WorkerProcess, kind: str, heartbeat_s: Optional[float] = None) -> Message:
-        """The worker's next message, which must be `kind`; failures become EvalFailure. A
-        "compiling" message (torch.compile at work) is a heartbeat: the wait goes on, within the
-        bounds of benchmark/judge/beats.py."""
-        wait = self.beats.wait(heartbeat_s or self.spec.heartbeat_s)
-        while True:
-            timeout, why = wait.timeout()
-            try:
-                message = worker.recv(max(timeout, 1e-3))
-            except WorkerGone as exc:
-                self.log_tail = worker.logs.tail
-                text = why if why and exc.error_type == "hang" else exc.message
-                raise EvalFailure(self.stage, exc.error_type, text) from exc
-            if message.type != "compiling":
-                break
-            try:
-                wait.beat()
-            except BeatFlood as exc:
-                raise EvalFailure(self.stage, "protocol_error", str(exc)) from exc
-            finally:
-                self.result["compile_beats"] = self.beats.count
-        wait.done()
-        if message.type == "failure":
-            self.log_tail = worker.logs.tail
-            error = EvalFailure(message.stage or self.stage, message.error_type or "runtime_error",
-                                message.error or "the worker reported a failure")
-            error.traceback = message.traceback
-            raise error
-        if message.type != kind:
-            raise EvalFailure(self.stage, "protocol_error",
-                              f"the worker sent '{message.type}' where the judge expected '{kind}'")
-        return message
-
-    def forward(self, worker: WorkerProcess, exchange: Exchange, x: np.ndarray, mode: str,
-                precision: str, dropout_seed: Optional[int] = None,
-                heartbeat_s: Optional[float] = None) -> torch.Tensor:
-        exchange.put(x)
-        meter = self.meters.get(worker)
-        if meter is not None:
-            meter.add(tokens=x.shape[0] * x.shape[1])
-        worker.send(Op("forward", rows=len(x), mode=mode, precision=precision, dropout_seed=dropout_seed))
-        message = self.expect(worker, "out", heartbeat_s)
-        if meter is not None:
-            meter.answered()
-        try:
-            logits = exchange.logits(message, len(x))
-        except ValueError as exc:
-            raise EvalFailure(self.stage, "bad_output_shape", str(exc)) from exc
-        if self.stage != "validate" and not bool(torch.isfinite(logits).all()):
-            raise EvalFailure(self.stage, "non_finite_logits", "the model produced NaN/Inf logits")
-        return logits
 
     # ------------------------------------------------------------------ training worker
     def train_phase(self) -> dict:
