@@ -139,6 +139,31 @@ def test_spread_between_repeats_reads_as_load():
     assert not machine_load.verdict(Quiet(), [0.01, 0.02])["loaded"]
 
 
+def test_repeats_that_disagree_on_a_quiet_machine_are_measured_once_more(cache, two_threads):
+    """The rest of the machine idle, only one measurement's repeats apart (a stray burst): measured
+    again, and the second, steady measurement is kept. Repeats that keep disagreeing are load."""
+    calls = []
+
+    def measure(precision):
+        calls.append(torch.get_num_threads())
+        times = [QUIET_S[torch.get_num_threads()]] * tuning.STEPS
+        return [times[0] * 1.6] + times[1:-1] + [times[0] * 1.3] if len(calls) <= 2 else times
+
+    profile = tuning.machine_profile(False, measure, others=lambda: 0.0)
+    assert len(calls) == 4 and profile["source"] == "measured" and profile["threads"] == 2
+    assert list(cache.glob("*.json")) and not profile["under_load"]
+
+    def always_apart(precision):
+        calls.append(torch.get_num_threads())
+        return [1.0, 1.6, 1.0, 1.3] + [1.0] * (tuning.STEPS - 4)
+
+    calls.clear()
+    tuning.machine_profile(True, always_apart, others=lambda: 0.0)  # another profile (bf16 asked)
+    assert len(calls) == 6, "measured twice (2 thread counts and bf16 each time)"
+    loaded = tuning.machine_profile(True, always_apart, others=lambda: 0.0)
+    assert loaded["source"] == "default" and loaded["under_load"] and len(calls) == 6
+
+
 def kept_profile(cache, threads=1, step_ms=672.0) -> dict:
     torch.set_num_threads(2)
     profile = tuning.machine_profile(False, lambda p: [step_ms / 1000 if torch.get_num_threads() == threads else 9.9]
