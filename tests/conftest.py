@@ -118,6 +118,63 @@ def reference():
     return load_reference()
 
 
+def once_per_run(tmp_path_factory, name: str, compute):
+    """compute()'s JSON value, computed once per test run: the first test to ask computes it,
+    under a lock that `pytest -n` workers share; the rest read it."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    path = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            path.write_text(json.dumps(compute()))
+        return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def reference_tiny(tmp_path_factory):
+    """The reference through evaluate_tiny, evaluated once per test run."""
+    def compute():
+        result = evaluate_tiny(REPO / "initial_program.py")
+        assert result["valid"], result.get("error")
+        return result
+    return once_per_run(tmp_path_factory, "reference_tiny", compute)
+
+
+@pytest.fixture(scope="session")
+def honest_tiny_result(tmp_path_factory):
+    """The reference candidate under the tiny CLI budget (shared by several comparisons), run once
+    per test run."""
+    def compute():
+        code, result, err = run_cli(str(REPO / "initial_program.py"), *TINY)
+        assert code == 0, err[-3000:]
+        return result
+    return once_per_run(tmp_path_factory, "honest_tiny_result", compute)
+
+
+def run_cli(*args: str, timeout: float = 300) -> tuple:
+    """Runs `python evaluator.py ARGS`; returns (exit code, parsed stdout JSON, stderr)."""
+    proc = subprocess.run([sys.executable, str(REPO / "evaluator.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"stdout is not one JSON object:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc.returncode, result, proc.stderr
+
+
+def load_reference():
+    spec = importlib.util.spec_from_file_location("reference_candidate", REPO / "initial_program.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return load_reference()
+
+
 @pytest.fixture(scope="session")
 def reference_tiny(tmp_path_factory):
     """The reference through evaluate_tiny, evaluated once per test run: the first test to ask

@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import DATA_DIR, REPO
+from tests.conftest import DATA_DIR, REPO, once_per_run
 
 SCRIPT = REPO / "measure" / "gpu_check.sh"
 RUNS = {"reference": "pass", "leak_topk_over_masked_row": "reject:probe", "hang_in_eval": "reject:hang",
@@ -66,12 +68,17 @@ def test_a_spent_budget_skips_the_runs(tmp_path):
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    """One dry run from a folder outside the repository, shared by the checks below."""
-    tmp = tmp_path_factory.mktemp("gpu_check")
-    out = tmp / "summary.json"
-    done = gpu_check(DATA_DIR, out, "--dry-run", cwd=tmp)
-    summary = json.loads(out.read_text()) if out.is_file() else None
-    return done, summary, out
+    """One dry run from a folder outside the repository, shared by the checks below: once per test
+    run (four evaluations), whichever `pytest -n` worker asks first."""
+    def compute():
+        tmp = tmp_path_factory.mktemp("gpu_check")
+        out = tmp / "summary.json"
+        done = gpu_check(DATA_DIR, out, "--dry-run", cwd=tmp)
+        return {"returncode": done.returncode, "stderr": done.stderr, "out": str(out),
+                "summary": json.loads(out.read_text()) if out.is_file() else None}
+    shared = once_per_run(tmp_path_factory, "gpu_check_dry_run", compute)
+    done = SimpleNamespace(returncode=shared["returncode"], stderr=shared["stderr"])
+    return done, shared["summary"], Path(shared["out"])
 
 
 @pytest.mark.evaluation
@@ -102,29 +109,39 @@ def run_named(summary, name):
     return next(r for r in summary["runs"] if r["name"] == name)
 
 
+@pytest.mark.evaluation
+@pytest.mark.slow
 def test_dry_run_reference_passes(dry_run):
     run = run_named(dry_run[1], "reference")
     assert run["exit_code"] == 0 and run["valid"] is True and run["ok"] is True, run
     assert run["val_ppl"] > 0 and run["device"] == "cpu"
 
 
+@pytest.mark.evaluation
+@pytest.mark.slow
 def test_dry_run_leak_is_rejected_at_the_probe(dry_run):
     run = run_named(dry_run[1], "leak_topk_over_masked_row")
     assert run["exit_code"] == 1 and run["valid"] is False and run["stage"] == "probe", run
     assert "future leak" in run["error"] and run["ok"] is True
 
 
+@pytest.mark.evaluation
+@pytest.mark.slow
 def test_dry_run_hang_is_rejected_as_a_hang(dry_run):
     run = run_named(dry_run[1], "hang_in_eval")
     assert run["exit_code"] == 1 and run["valid"] is False, run
     assert run["error_type"] in ("hang", "timeout") and run["ok"] is True
 
 
+@pytest.mark.evaluation
+@pytest.mark.slow
 def test_dry_run_compiled_candidate_passes(dry_run):
     run = run_named(dry_run[1], "compile_whole_model")
     assert run["exit_code"] == 0 and run["valid"] is True and run["ok"] is True, run["why"]
 
 
+@pytest.mark.evaluation
+@pytest.mark.slow
 def test_dry_run_exit_code_says_every_expectation_was_met(dry_run):
     done, summary, _ = dry_run
     assert summary is not None
