@@ -48,8 +48,12 @@ def test_identical_candidate_is_answered_from_the_results_cache(tmp_path):
 
 
 @pytest.mark.evaluation
-def test_two_seeds_report_mean_std_ci(tmp_path):
+def test_two_seeds_report_mean_std_ci(tmp_path, monkeypatch):
+    # the first seed is audited; at 127 rows (the normal count) the audit costs what a normal run
+    # does here: its power is tested in test_probe_audit.py and test_probe_power.py
+    monkeypatch.setenv("PLASA_OVERRIDES", json.dumps({"audit_causal_rows": 127}))
     code, r, _ = run_cli(REFERENCE, *TINY, "--seeds", "2", "--output", str(tmp_path / "two.json"))
+    assert r["seeds"][0]["audit"] is True
     assert code == 0 and r["n_seeds"] == 2
     scores = [s["combined_score"] for s in r["seeds"]]
     assert [s["seed"] for s in r["seeds"]] == [42, 43] and scores[0] != scores[1]

@@ -58,7 +58,9 @@ def test_script_reads_the_program_from_either_frameworks_prompt():
 def test_example_search_end_to_end(tmp_path):
     """Both frameworks, two LLM proposals each (the learning-rate edit, then the cheat), the tiny
     budget, one extra seed in the noise stage."""
-    env = dict(os.environ, PLASA_OVERRIDES="")
+    # the noise stage audits the new best's extra seed; at 127 rows (the normal count) that costs
+    # what a normal run does (the audit's power: test_probe_audit.py, test_probe_power.py)
+    env = dict(os.environ, PLASA_OVERRIDES=json.dumps({"audit_causal_rows": 127}))
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "search" / "run.py"), "--iterations", "2",
                            "--steps", "3", "--val-tokens", "4096", "--extra-seeds", "1", "--out", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
