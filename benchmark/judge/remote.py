@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 from .options import Options
 from .runner import evaluate_file

@@ -15,14 +15,15 @@ the fastest, unless the caller fixes the count.
 
 Both are measured on a quiet machine only. While measuring, the judge watches the rest of the
 machine and the spread between repeats (:mod:`benchmark.judge.load`); measured under load, the
-figures are recorded but not kept, and the run uses a safe default (``DEFAULT_THREADS``, fp32).
-A measurement whose repeats alone disagree (the rest of the machine idle) is taken once more
-before it counts as loaded. A later evaluation measures again (after ``load.RETRY_S``, so evaluations starting together on a
-busy machine do not all measure). A quiet measurement is kept in PLASA_CACHE_DIR/tuning/ per
-machine (CPU model, torch version, thread cap). When an evaluation's own steps run far faster than
-its kept profile says they can (``CONTRADICTION``), the profile was slowed by a load the checks
-missed: :func:`review` forgets it, and the next evaluation measures again. The matmul peak of the
-CPU budget checks (:mod:`benchmark.judge.peak`) is kept the same way, once quiet.
+figures are recorded but not kept, and the run uses a safe default (``DEFAULT_THREADS``, fp32). A
+measurement whose repeats alone disagree (the rest of the machine idle) is taken once more before
+it counts as loaded. A later evaluation measures again (after ``load.RETRY_S``, so evaluations
+starting together on a busy machine do not all measure). A quiet measurement is kept in
+PLASA_CACHE_DIR/tuning/ per machine (CPU model, torch version, thread cap). When an evaluation's
+own steps run far faster than its kept profile says they can (``CONTRADICTION``), the profile was
+slowed by a load the checks missed: :func:`review` forgets it, and the next evaluation measures
+again. The matmul peak of the CPU budget checks (:mod:`benchmark.judge.peak`) is kept the same way,
+once quiet.
 
 The result records which profile a run used and how it was measured (``precision``, ``tuning``:
 ``source`` cache, measured or default, ``profile``, ``under_load``, ``load``, the step times, the
