@@ -69,6 +69,8 @@ class Environment(TypedDict, total=False):
     device: str
     device_name: str
     run_folder: str          # where the run folder was, and why (/dev/shm or the temp dir)
+    omp_wait_policy: Optional[str]  # the CPU workers' OpenMP wait policy (None: spinning, OpenMP's default)
+    other_cores: Optional[float]    # cores other processes used as the evaluation started (None: not watched)
 
 
 class CpuWindow(TypedDict):

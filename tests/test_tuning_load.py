@@ -129,6 +129,20 @@ def test_the_real_probe_sees_busy_processes(busy):
     assert load.alive and watch.cores > machine_load.limit(), (watch.cores, machine_load.limit())
 
 
+def test_workers_wait_passively_only_beside_busy_processes(monkeypatch):
+    """Spinning OpenMP threads beside busy processes cost the candidate CPU time and the run wall
+    time (load.wait_policy's measurements): a loaded start chooses PASSIVE, a quiet one OpenMP's
+    default, and a policy the judge was started with is kept."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    clock = iter(range(100))
+    busy = lambda: 2.0 * next(clock)  # noqa: E731  (two cores' worth between the watch's readings)
+    assert machine_load.wait_policy(busy, watch_s=0.01)["omp_wait_policy"] == "PASSIVE"
+    quiet = machine_load.wait_policy(lambda: 0.0, watch_s=0.01)
+    assert quiet == {"omp_wait_policy": None, "other_cores": 0.0}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert machine_load.wait_policy(busy, watch_s=0.01) == {"omp_wait_policy": "ACTIVE", "other_cores": None}
+
+
 def test_spread_between_repeats_reads_as_load():
     assert machine_load.spread([1.0, 1.02, 0.99, 1.01, 1.0, 3.0]) < 0.05       # one stray repeat is forgiven
     assert machine_load.spread([1.0, 1.6, 1.0, 1.3, 1.0, 1.0]) > machine_load.MAX_SPREAD
@@ -234,3 +248,5 @@ def test_an_evaluation_beside_busy_processes_leaves_no_profile_behind(monkeypatc
     assert record["threads"] == tuning.default_threads() == result["environment"]["threads"]
     assert record["matmul_under_load"] and "not kept" in record["matmul_source"]
     assert not list((tmp_path / "tuning").glob("*.json")), "a profile measured under load was kept"
+    # its workers wait passively instead of spinning against the busy processes
+    assert result["environment"]["omp_wait_policy"] == "PASSIVE", result["environment"]

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import budget, canary, power, probes
+from . import budget, canary, load, power, probes
 from .beats import Beats
 from .conversation import WorkerConversation
 from .launch import WorkerProcess
@@ -135,6 +135,11 @@ class Evaluation(WorkerConversation):
         self.result.update(precision=self.precision, tuning=tuning, device=self.device,
                            environment=environment(self.device, self.threads),
                            numerics=numerics.policy(self.device))  # what the workers apply
+        if not self.device.startswith("cuda"):
+            wait = load.wait_policy()
+            if wait["omp_wait_policy"]:
+                self.worker_env["OMP_WAIT_POLICY"] = wait["omp_wait_policy"]
+            self.result["environment"].update(wait)
 
     def load_data(self) -> None:
         self.enter("data")
