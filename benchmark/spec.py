@@ -118,11 +118,20 @@ class Spec:
     max_params_ratio: float = 1.10
     # ... and of its training step's FLOPs.
     max_flops_ratio: float = 1.5
-    # A training step's CPU time (read by the judge from /proc) may be at most
+    # A training step's CPU time (read by the judge from outside the worker) may be at most
     # max(counted step FLOPs, reference_step_flops) / (this x the machine's fp32 matmul FLOPs per
-    # CPU-second on one thread): "far beyond what its counted FLOPs allow" (the reference runs
-    # near 0.35 on the 2-core CPU here, so this allows about 9x its CPU time per FLOP).
-    min_cpu_efficiency: float = 0.04
+    # CPU-second on one thread): "far beyond what its counted FLOPs allow". Measured on the 2-core
+    # EPYC (measure/cpu_floor.py; docs/judge.md "The CPU floor"): honest training steps run at
+    # 0.34-0.49 of the rate with 2 spinning threads on a quiet machine (fp32 the lowest), 0.57-0.81
+    # with passive threads on a loaded one, 0.59-0.76 on one thread; this floor leaves the worst of
+    # them a margin of 2x, and rejects a step hiding two extra training passes on a quiet machine.
+    min_cpu_efficiency: float = 0.17
+    # ... except for a worker whose OpenMP threads spin (OpenMP's default wait policy, kept while
+    # the machine was quiet as the evaluation started) over a window in which other processes
+    # loaded the machine: spinning threads burn the CPU their descheduled partners need (the
+    # reference's step measured 558-771 ms of CPU against 263 quiet), so such a window is allowed
+    # this lower floor (the floor of Judge v2), and the verdict says why.
+    spinning_cpu_efficiency: float = 0.04
     # Budget verdicts come early: one secret counted step lies in the first `early_count_fraction`
     # of the steps (later ones in each half of the rest), and a counted step over the FLOP budget
     # stops the run at once. After `early_cpu_steps` steps, a step costing over `early_cpu_margin`

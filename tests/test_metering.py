@@ -60,6 +60,44 @@ def _meter(worker, verdicts, check_name="cpu_budget"):
     return Meter(worker, "the training worker", check_name, SPEC, RATE, verdict, lambda: (None, None))
 
 
+def test_a_window_over_the_strict_floor_passes_only_where_its_load_grants_the_lenient_one():
+    """Spinning OpenMP threads beside busy processes burn CPU the candidate never asked for: such a
+    window is judged at spec.spinning_cpu_efficiency and says why; a quiet one, or a passive
+    worker's, stays at the strict floor (budget.Floor, Evaluation.lenient_floor)."""
+    step = SPEC.reference_step_flops / RATE
+    between = 0.5 * step * (1 / SPEC.min_cpu_efficiency + 1 / SPEC.spinning_cpu_efficiency)
+    for floor, passes in ((None, False), (budget.Floor.spinning(SPEC, 1.7), True)):
+        worker, verdicts = FakeWorker(), []
+        meter = Meter(worker, "the training worker", "cpu_budget", SPEC, RATE, verdicts.append,
+                      lambda: (None, None), lambda: "reading", lambda since: since == "reading" and floor)
+        meter.open("training", start=0.0)
+        meter.add(steps=1)
+        worker.cpu = between
+        meter.close()
+        assert verdicts[0]["passed"] is passes, verdicts
+        if passes:
+            assert "spinning threads beside 1.7 cores" in verdicts[0]["detail"]
+            assert meter.windows["training"]["allowed_s"] == pytest.approx(step / SPEC.spinning_cpu_efficiency, abs=1e-3)
+    strict, lenient = (budget.cpu_check(between, None, RATE, SPEC, floor=f)
+                       for f in (None, budget.Floor.spinning(SPEC, 2.0)))
+    assert not strict["passed"] and lenient["passed"] and "spinning" in lenient["detail"]
+    assert SPEC.spinning_cpu_efficiency < SPEC.min_cpu_efficiency
+
+
+def test_others_load_leaves_out_the_evaluations_own_workers():
+    """The load that grants the lenient floor is other processes': the evaluation's own workers,
+    which the candidate runs, are subtracted, so a candidate cannot buy it by burning CPU."""
+    from benchmark.judge import load
+
+    clock = {"busy": 0.0, "own": 0.0}
+    others = load.Others(lambda: clock["own"], lambda: clock["busy"])
+    since = others.reading()
+    clock.update(busy=50.0, own=50.0)  # the candidate's workers burnt it all
+    assert others.cores(since) == 0.0
+    clock.update(busy=1e6)
+    assert others.cores(since) > load.limit()
+
+
 def test_windows_are_contiguous_and_each_is_judged_against_its_own_work():
     worker, verdicts = FakeWorker(), []
     meter = _meter(worker, verdicts)

@@ -20,7 +20,8 @@ Decided from what the judge holds, never from a worker's word alone:
   the reference's; and, since that count comes from the candidate's process, the judge reads the
   worker's CPU time per step from /proc and rejects a step that costs far more than its counted
   FLOPs allow on this machine (spec.min_cpu_efficiency of a measured matmul rate, with the
-  reference's FLOPs as a floor so small, slow-but-honest models pass);
+  reference's FLOPs as a floor so small, slow-but-honest models pass; :class:`Floor`: lower for a
+  worker whose threads spin beside other busy processes);
 - CPU time of every worker, window by window from its start to its last reply, against the work
   the judge asked of it there (:class:`Work`, :func:`cpu_allowance`: the one formula behind every
   CPU verdict; benchmark/judge/meter.py keeps the windows).
@@ -31,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -163,6 +165,25 @@ class Work:
                     self.fixed_s + other.fixed_s)
 
 
+@dataclass(frozen=True)
+class Floor:
+    """The share of the machine's matmul rate a CPU allowance assumes, and why (`because`, appended
+    to a verdict's detail; empty for the strict floor)."""
+    efficiency: float
+    because: str = ""
+
+    @staticmethod
+    def strict(spec) -> "Floor":
+        return Floor(spec.min_cpu_efficiency)
+
+    @staticmethod
+    def spinning(spec, other_cores: float) -> "Floor":
+        """A worker whose OpenMP threads spin while waiting (OpenMP's default), on a machine other
+        processes loaded over the window: its threads burn CPU waiting for partners descheduled."""
+        return Floor(spec.spinning_cpu_efficiency, f"; spinning threads beside {other_cores:.1f} cores of other "
+                                                   f"processes")
+
+
 def counted_flops(step_flops, token_flops, spec) -> tuple:
     """(FLOPs of a training step, of a forward token) that allowances use: the worker's counts,
     raised to the reference's and capped at spec.max_flops_ratio times it (a count is the
@@ -173,45 +194,49 @@ def counted_flops(step_flops, token_flops, spec) -> tuple:
     return step, token
 
 
-def cpu_allowance(work: Work, step_flops, token_flops, rate: float, spec) -> float:
+def cpu_allowance(work: Work, step_flops, token_flops, rate: float, spec, floor: Optional[Floor] = None) -> float:
     """CPU seconds `work` may take on this machine (`rate`: its measured fp32 matmul FLOPs per
-    CPU-second): the fixed seconds, plus the FLOPs of its steps and forward tokens at
-    spec.min_cpu_efficiency of the rate. The one formula behind every CPU verdict."""
+    CPU-second): the fixed seconds, plus the FLOPs of its steps and forward tokens at the floor's
+    efficiency (spec.min_cpu_efficiency by default) of the rate. The one formula behind every CPU
+    verdict."""
     step, token = counted_flops(step_flops, token_flops, spec)
-    return work.fixed_s + (work.steps * step + work.forward_tokens * token) / (rate * spec.min_cpu_efficiency)
+    efficiency = (floor or Floor.strict(spec)).efficiency
+    return work.fixed_s + (work.steps * step + work.forward_tokens * token) / (rate * efficiency)
 
 
-def describe(work: Work, step_flops, token_flops, rate: float, spec) -> str:
+def describe(work: Work, step_flops, token_flops, rate: float, spec, floor: Optional[Floor] = None) -> str:
     """The work an allowance is for, in words."""
+    floor = floor or Floor.strict(spec)
     step, token = counted_flops(step_flops, token_flops, spec)
     parts = [f"{work.fixed_s:g} s fixed"] if work.fixed_s else []
     if work.steps:
         parts.append(f"{work.steps:g} training steps of {step / 1e9:.1f} GFLOP")
     if work.forward_tokens:
         parts.append(f"{work.forward_tokens:,} forward tokens of {token / 1e6:.1f} MFLOP")
-    return ((", ".join(parts) or "no work") + f" (FLOPs at {spec.min_cpu_efficiency:g} of this machine's "
-            f"{rate / 1e9:.0f} GFLOP per CPU-second)")
+    return ((", ".join(parts) or "no work") + f" (FLOPs at {floor.efficiency:g} of this machine's "
+            f"{rate / 1e9:.0f} GFLOP per CPU-second{floor.because})")
 
 
 def window_check(name: str, who: str, used_s: float, work: Work, step_flops, token_flops, rate: float,
-                 spec, fix: str) -> dict:
+                 spec, fix: str, floor: Optional[Floor] = None) -> dict:
     """A worker's CPU seconds in one window of its life against what its work allows."""
-    allowed = cpu_allowance(work, step_flops, token_flops, rate, spec)
+    allowed = cpu_allowance(work, step_flops, token_flops, rate, spec, floor)
     detail = (f"{who} used {used_s:.1f} s of CPU; {allowed:.1f} s allowed for "
-              f"{describe(work, step_flops, token_flops, rate, spec)}")
+              f"{describe(work, step_flops, token_flops, rate, spec, floor)}")
     return check(name, used_s <= allowed, detail if used_s <= allowed else f"{detail}: {fix}")
 
 
 def cpu_check(cpu_s_per_step: float, step_flops: int, rate: float, spec, margin: float = 1.0,
-              steps: str = "") -> dict:
+              steps: str = "", floor: Optional[Floor] = None) -> dict:
     """The training step's CPU time, read from outside the worker, against its counted FLOPs
     (`margin` times the allowance: the early verdict over the first steps; `steps` names them)."""
+    floor = floor or Floor.strict(spec)
     counted = counted_flops(step_flops, None, spec)[0]
-    allowed = margin * cpu_allowance(Work(steps=1), step_flops, None, rate, spec)
+    allowed = margin * cpu_allowance(Work(steps=1), step_flops, None, rate, spec, floor)
     ratio = cpu_s_per_step / allowed if allowed else float("inf")
     detail = (f"{1000 * cpu_s_per_step:.0f} ms of CPU per training step{steps}; {1000 * allowed:.0f} ms allowed for "
-              f"{counted / 1e9:.1f} GFLOPs at {spec.min_cpu_efficiency:g} of this machine's measured "
-              f"{rate / 1e9:.0f} GFLOP per CPU-second" + (f", x{margin:g} this early" if margin != 1 else ""))
+              f"{counted / 1e9:.1f} GFLOPs at {floor.efficiency:g} of this machine's measured "
+              f"{rate / 1e9:.0f} GFLOP per CPU-second{floor.because}" + (f", x{margin:g} this early" if margin != 1 else ""))
     if ratio <= 1:
         return check("cpu_budget", True, detail)
     return check("cpu_budget", False, detail + ": the step does far more work than its counted FLOPs "

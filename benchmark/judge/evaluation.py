@@ -13,6 +13,7 @@ scoring worker answers canary rows the training worker answered at the hand-over
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -81,6 +82,10 @@ class Evaluation(WorkerConversation):
         self.flops: dict = {"step": None, "token": None}  # counted so far, for the CPU allowances
         self.spawned: list = []  # every worker started, for worker_output()
         self.peak_rss_mb = 0.0   # the workers' largest resident memory
+        self.worker_cpu: dict = {}  # worker -> its largest CPU reading (a tree's reading ends with it)
+        self.others = load.Others(self.workers_cpu_s)  # other processes' load, for budget.Floor
+        self.spinning = True     # the workers' OpenMP threads spin while waiting (set by setup)
+        self.steps_floor = None  # the lenient floor the training steps' load grants, if any
 
     # ------------------------------------------------------------------ driver
     def run(self) -> dict:
@@ -140,6 +145,8 @@ class Evaluation(WorkerConversation):
             if wait["omp_wait_policy"]:
                 self.worker_env["OMP_WAIT_POLICY"] = wait["omp_wait_policy"]
             self.result["environment"].update(wait)
+        policy = self.worker_env.get("OMP_WAIT_POLICY") or os.environ.get("OMP_WAIT_POLICY") or ""
+        self.spinning = self.threads != 1 and policy.upper() != "PASSIVE"
 
     def load_data(self) -> None:
         self.enter("data")
@@ -242,7 +249,7 @@ class Evaluation(WorkerConversation):
             verdicts = budget.structure_checks(state, self.result["layer_top_k"], spec)
             verdicts += [budget.param_check(counts, spec), budget.flops_check(step_flops, spec)]
             if cpu_per_step is not None:
-                verdicts.append(budget.cpu_check(cpu_per_step, step_flops, matmul_flops_per_cpu_s(), spec))
+                verdicts.append(self.step_check(cpu_per_step, step_flops, floor=self.steps_floor))
             self.checks.extend(verdicts)
             budget.raise_on_failure("budget", verdicts)
         self.timings["probes_s"] = self.timings.get("probes_s", 0.0) + time.perf_counter() - t0
@@ -333,6 +340,7 @@ class Evaluation(WorkerConversation):
             self.spawn("score1")
         losses, step_times, counted_flops, counted_times = [], [], [], []
         cpu = {}  # step -> the worker's CPU seconds when it reported that step
+        since = None  # the load reading at step 0
         heartbeat = spec.heartbeat_s
         start = t_prev = time.perf_counter()
         while len(losses) < len(self.windows):
@@ -346,6 +354,8 @@ class Evaluation(WorkerConversation):
                 send_batch(step + 2)
             if step == 0 or step == early_cpu or step in counted or step + 1 in counted:
                 cpu[step] = worker.cpu_s()
+            if step == 0:
+                since = self.others.reading()  # the load over the steps, for their CPU verdicts
             if step in counted:
                 counted_flops.append(message.flops)
                 if message.flops:
@@ -367,12 +377,12 @@ class Evaluation(WorkerConversation):
             self.result["steps_completed"] = len(losses)
             if step == early_cpu and not spec.experiment and self.cpu_per_step(cpu, counted, step) is not None:
                 flops = max((f for f in counted_flops if f), default=None)
-                self.verdict_now(budget.cpu_check(self.cpu_per_step(cpu, counted, step), flops,
-                                                  matmul_flops_per_cpu_s(), spec, spec.early_cpu_margin,
-                                                  f" over steps 1-{step}"), "")
+                self.verdict_now(self.step_check(self.cpu_per_step(cpu, counted, step), flops, since,
+                                                 spec.early_cpu_margin, f" over steps 1-{step}"), "")
             if len(step_times) >= 5:
                 heartbeat = max(spec.heartbeat_s, spec.heartbeat_factor * statistics.median(step_times[-50:]))
         cpu[n_steps - 1] = worker.cpu_s()
+        self.steps_floor = self.lenient_floor(since)  # read now: the steps' load, not the hand-over's
         self.expect(worker, "trained", heartbeat)
         train_s = time.perf_counter() - start
         curve = self.curve(losses)
@@ -400,6 +410,34 @@ class Evaluation(WorkerConversation):
         spent = cpu[last] - cpu[0] - sum(cpu[c] - cpu[c - 1] for c in left_out)
         return spent / (last - len(left_out))
 
+    def workers_cpu_s(self) -> float:
+        """CPU seconds this evaluation's workers have used so far (each its largest reading)."""
+        for worker in self.spawned:
+            try:
+                self.worker_cpu[worker] = max(self.worker_cpu.get(worker, 0.0), worker.cpu_s())
+            except (OSError, ValueError):
+                pass
+        return sum(self.worker_cpu.values())
+
+    def lenient_floor(self, since) -> Optional[budget.Floor]:
+        """The lower floor a CPU verdict over the strict one gets (spec.spinning_cpu_efficiency):
+        only where the workers' threads spin and other processes loaded the machine since the
+        load reading `since`; None otherwise (the strict floor stands)."""
+        if since is None or not self.spinning:
+            return None
+        cores = self.others.cores(since)
+        return budget.Floor.spinning(self.spec, cores) if cores > load.limit() else None
+
+    def step_check(self, cpu_per_step: float, flops, since=None, margin: float = 1.0, steps: str = "",
+                   floor: Optional[budget.Floor] = None) -> dict:
+        """The steps' CPU verdict at the strict floor; one over it is judged again at the lenient
+        floor (`floor`, or the one the load since `since` grants), where there is one."""
+        rate, spec = matmul_flops_per_cpu_s(), self.spec
+        verdict = budget.cpu_check(cpu_per_step, flops, rate, spec, margin, steps)
+        if not verdict["passed"] and (floor := floor or self.lenient_floor(since)) is not None:
+            verdict = budget.cpu_check(cpu_per_step, flops, rate, spec, margin, steps, floor)
+        return verdict
+
     def verdict_now(self, verdict: dict, when: str) -> None:
         """A budget verdict reached during training: a failure stops the run at once."""
         if not verdict["passed"]:
@@ -410,7 +448,7 @@ class Evaluation(WorkerConversation):
     def meter(self, worker: WorkerProcess, name: str, who: str, check_name: str) -> Meter:
         """Meters `worker`'s CPU time window by window (benchmark/judge/meter.py)."""
         meter = Meter(worker, who, check_name, self.spec, matmul_flops_per_cpu_s(), self.cpu_verdict,
-                      lambda: (self.flops["step"], self.flops["token"]))
+                      lambda: (self.flops["step"], self.flops["token"]), self.others.reading, self.lenient_floor)
         self.meters[worker] = meter
         self.result["cpu"][name] = meter.windows
         return meter

@@ -109,3 +109,19 @@ def wait_policy(others: Optional[Callable[[], float]] = None, watch_s: float = W
     with Watch(others) as watch:
         time.sleep(watch_s)
     return {"omp_wait_policy": "PASSIVE" if watch.cores > limit() else None, "other_cores": round(watch.cores, 3)}
+
+
+class Others:
+    """Other processes' CPU use beside one evaluation's workers, between two readings: the busy time
+    of this process's CPUs, less the judge's own and (`own`) its workers' CPU seconds so far.
+    A reading is (wall seconds, others' CPU seconds); :meth:`cores` turns two into cores."""
+
+    def __init__(self, own: Callable[[], float], others: Optional[Callable[[], float]] = None) -> None:
+        self.own, self.others = own, others or other_cpu_s
+
+    def reading(self) -> tuple:
+        return time.perf_counter(), self.others() - self.own()
+
+    def cores(self, since: tuple) -> float:
+        now = self.reading()
+        return max(0.0, now[1] - since[1]) / max(now[0] - since[0], 1e-6)

@@ -43,20 +43,26 @@ FIX = {
 
 class Meter:
     """One worker's CPU windows. `verdict` receives each check (it records it and stops the run on
-    a failure); `flops` gives the (step, forward token) FLOPs counted so far (None: not yet)."""
+    a failure); `flops` gives the (step, forward token) FLOPs counted so far (None: not yet);
+    `floor` gives, for the load reading taken as a window opened, the lower :class:`budget.Floor`
+    a window over the strict one is judged at instead (None: the strict floor stands)."""
 
     def __init__(self, worker, who: str, check_name: str, spec, rate: float,
-                 verdict: Callable[[dict], None], flops: Callable[[], tuple]) -> None:
+                 verdict: Callable[[dict], None], flops: Callable[[], tuple],
+                 load: Callable[[], object] = lambda: None,
+                 floor: Callable[[object], Optional[budget.Floor]] = lambda since: None) -> None:
         self.worker, self.who, self.check_name = worker, who, check_name
         self.spec, self.rate, self.verdict, self.flops = spec, rate, verdict, flops
+        self.load, self.floor = load, floor
         self.windows: dict = {}   # label -> {"used_s", "allowed_s"} of each closed window
         self.label: Optional[str] = None
-        self.start, self.work, self.prefix = 0.0, Work(), False
+        self.start, self.work, self.prefix, self.since = 0.0, Work(), False, None
 
     def open(self, label: str, fixed_s: float = 0.0, prefix: bool = False, start: Optional[float] = None) -> None:
         """A new window from `start` CPU seconds (the last reading; 0: the process's start)."""
         self.label, self.work, self.prefix = label, Work(fixed_s=fixed_s), prefix
         self.start = self.worker.cpu_s() if start is None else start
+        self.since = self.load()
 
     def add(self, steps: float = 0, tokens: int = 0) -> None:
         """Work the judge asks for in the current window (before its answer arrives)."""
@@ -65,23 +71,30 @@ class Meter:
     def answered(self) -> None:
         """A request of the current window was answered: in a prefix window, check it now."""
         if self.prefix:
-            check = self._check(self.worker.cpu_s())
+            check = self._check(self.worker.cpu_s())[0]
             if not check["passed"]:
                 self.verdict(check)
 
     def close(self) -> float:
         """Ends the current window with its verdict; returns the reading (the next window's start)."""
         reading = self.worker.cpu_s()
-        check = self._check(reading)
+        check, floor = self._check(reading)
         step, token = self.flops()
         self.windows[self.label] = {
             "used_s": round(reading - self.start, 3),
-            "allowed_s": round(budget.cpu_allowance(self.work, step, token, self.rate, self.spec), 3)}
+            "allowed_s": round(budget.cpu_allowance(self.work, step, token, self.rate, self.spec, floor), 3)}
         self.verdict(check)
         return reading
 
-    def _check(self, reading: float) -> dict:
+    def _check(self, reading: float) -> tuple:
+        """(the window's verdict so far, the floor it was judged at): the strict floor first, and
+        only a window over it is judged again at the lower floor its load may grant."""
         step, token = self.flops()
         name = self.check_name if self.label == "scoring" else f"{self.check_name}:{self.label}"
-        return budget.window_check(name, f"{self.who}, {self.label.replace('_', ' ')}", reading - self.start,
-                                   self.work, step, token, self.rate, self.spec, FIX[self.label])
+        judge = lambda floor: budget.window_check(  # noqa: E731
+            name, f"{self.who}, {self.label.replace('_', ' ')}", reading - self.start, self.work, step, token,
+            self.rate, self.spec, FIX[self.label], floor)
+        check, floor = judge(None), None
+        if not check["passed"] and (floor := self.floor(self.since)) is not None:
+            check = judge(floor)
+        return check, floor

@@ -930,6 +930,46 @@ def sparse_leak(density: float) -> Cheat:
 REDTEAM["sparse_next_token_leak"] = sparse_leak(0.002)
 
 
+def hidden_passes(extra: int) -> Cheat:
+    """An optimizer that runs `extra` more forward/backward/update passes on the current batch in
+    every step the FLOP counter does not watch (it sees the counter's dispatch mode): the counted
+    steps look honest, so only the CPU time of the steps can tell."""
+    return Cheat(f"{extra} extra training passes a step, hidden from the FLOP counter",
+                 edits=(("        T = input_ids.size(1)\n",
+                         "        if self.training and torch.is_grad_enabled():\n"
+                         "            self.last_ids = input_ids\n"
+                         "        T = input_ids.size(1)\n"),),
+                 append=f"""
+
+class HiddenPassesAdamW(torch.optim.AdamW):
+    EXTRA = {extra}
+
+    def __init__(self, model):
+        super().__init__(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+        self.model = model
+
+    def step(self, closure=None):
+        super().step()
+        if torch._C._len_torch_dispatch_stack() or not hasattr(self.model, "last_ids"):
+            return  # a counted step (FlopCounterMode is active): honest
+        ids = self.model.last_ids
+        for _ in range(self.EXTRA):
+            logits, aux = self.model(ids[:, :-1])
+            loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+            self.zero_grad()
+            (loss + aux).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            super().step()
+
+
+def configure_optimizer(model, config):
+    return HiddenPassesAdamW(model)
+""", stage="budget", checks=("cpu_budget",))
+
+
+REDTEAM["hidden_passes_5"] = hidden_passes(5)
+
+
 def source(cheat: Cheat) -> str:
     text = REFERENCE.read_text()
     for old, new in cheat.edits:
