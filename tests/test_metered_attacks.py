@@ -85,16 +85,16 @@ def test_forged_compile_beats_do_not_buy_silence_past_the_stated_bound(tmp_path)
 
 
 @pytest.mark.evaluation
-def test_five_training_passes_hidden_from_the_flop_counter_are_over_the_step_allowance(tmp_path, monkeypatch):
-    """Five extra forward/backward/update passes in every step the FLOP counter does not watch:
+def test_six_training_passes_hidden_from_the_flop_counter_are_over_the_step_allowance(tmp_path, monkeypatch):
+    """Six extra forward/backward/update passes in every step the FLOP counter does not watch:
     the counted steps look honest, so only the steps' CPU time tells. Judge v2's floor (0.04 of
     the machine's matmul rate) allowed about 12x the reference's CPU per step, and accepted it;
     the strict floor (spec.min_cpu_efficiency) rejects it. The workers wait passively here, so the
     lenient floor for spinning threads on a loaded machine cannot apply whatever else runs."""
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     short = {"steps": 12, "val_tokens": 4096}
-    result = _run("hidden_passes_5", tmp_path, **short)
+    result = _run("hidden_passes_6", tmp_path, **short)
     assert not result["valid"] and result["error_type"] == "cpu_budget", (result.get("error_type"), result.get("error"))
     assert "far more work than" in result["error"] and "spinning" not in result["error"]
-    before = _run("hidden_passes_5", tmp_path, min_cpu_efficiency=0.04, **short)
+    before = _run("hidden_passes_6", tmp_path, min_cpu_efficiency=0.04, **short)
     assert before["valid"], (before.get("error_type"), before.get("error"))

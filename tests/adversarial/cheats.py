@@ -967,7 +967,7 @@ def configure_optimizer(model, config):
 """, stage="budget", checks=("cpu_budget",))
 
 
-REDTEAM["hidden_passes_5"] = hidden_passes(5)
+REDTEAM["hidden_passes_6"] = hidden_passes(6)
 
 
 def source(cheat: Cheat) -> str:
