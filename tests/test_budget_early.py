@@ -137,7 +137,9 @@ def configure_optimizer(model, config):
 @pytest.mark.evaluation
 def test_extra_work_the_trial_never_sees_stops_the_run_in_its_first_percent(tmp_path):
     """A candidate that recognises the trial's optimizer: the secret early counted step catches it
-    within the first 1% of the official 1000 steps, and the run stops there."""
+    within the first 1% of the official 1000 steps, and the run stops there. The CPU meter, which
+    may catch three extra passes first on a fast machine (CI's did), is made blind
+    (min_cpu_efficiency 0.001) so the counted step alone decides."""
     from tests.adversarial.cheats import REFERENCE
 
     text = REFERENCE.read_text()
@@ -147,7 +149,7 @@ def test_extra_work_the_trial_never_sees_stops_the_run_in_its_first_percent(tmp_
                                 "            self.last_ids = input_ids\n" + marker) + TRIAL_AWARE
     path = tmp_path / "trial_aware.py"
     path.write_text(text)
-    result = evaluate_tiny(path, {"steps": SPEC.steps})
+    result = evaluate_tiny(path, {"steps": SPEC.steps, "min_cpu_efficiency": 0.001})
     assert not result["valid"] and result["error_type"] == "flops_budget", result.get("error")
     assert "before training" not in result["error"]
     assert result["steps_completed"] <= SPEC.early_count_fraction * SPEC.steps, result["steps_completed"]
