@@ -82,6 +82,11 @@ def test_a_window_over_the_strict_floor_passes_only_where_its_load_grants_the_le
                        for f in (None, budget.Floor.spinning(SPEC, 2.0)))
     assert not strict["passed"] and lenient["passed"] and "spinning" in lenient["detail"]
     assert SPEC.spinning_cpu_efficiency < SPEC.min_cpu_efficiency
+    # the one rule both use: a verdict that passes strictly never asks for the load's floor
+    asked = []
+    judge = lambda at: budget.cpu_check(0.5 * step / SPEC.min_cpu_efficiency, None, RATE, SPEC, floor=at)  # noqa: E731
+    verdict, at = budget.strict_then_lenient(judge, lambda: asked.append(1) or budget.Floor.spinning(SPEC, 2.0))
+    assert verdict["passed"] and at is None and not asked and "spinning" not in verdict["detail"]
 
 
 def test_others_load_leaves_out_the_evaluations_own_workers():

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -182,6 +182,17 @@ class Floor:
         processes loaded over the window: its threads burn CPU waiting for partners descheduled."""
         return Floor(spec.spinning_cpu_efficiency, f"; spinning threads beside {other_cores:.1f} cores of other "
                                                    f"processes")
+
+
+def strict_then_lenient(judge: Callable[[Optional[Floor]], dict],
+                        lenient: Callable[[], Optional[Floor]]) -> tuple:
+    """(verdict, the floor it was reached at): `judge` at the strict floor (None) first; a failing
+    verdict is judged again at the lower floor `lenient()` grants, where it grants one. The one rule
+    for every CPU verdict (the meter's windows, the training steps)."""
+    verdict = judge(None)
+    if not verdict["passed"] and (floor := lenient()) is not None:
+        return judge(floor), floor
+    return verdict, None
 
 
 def counted_flops(step_flops, token_flops, spec) -> tuple:

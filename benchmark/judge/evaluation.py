@@ -433,10 +433,9 @@ class Evaluation(WorkerConversation):
         """The steps' CPU verdict at the strict floor; one over it is judged again at the lenient
         floor (`floor`, or the one the load since `since` grants), where there is one."""
         rate, spec = matmul_flops_per_cpu_s(), self.spec
-        verdict = budget.cpu_check(cpu_per_step, flops, rate, spec, margin, steps)
-        if not verdict["passed"] and (floor := floor or self.lenient_floor(since)) is not None:
-            verdict = budget.cpu_check(cpu_per_step, flops, rate, spec, margin, steps, floor)
-        return verdict
+        return budget.strict_then_lenient(
+            lambda at: budget.cpu_check(cpu_per_step, flops, rate, spec, margin, steps, at),
+            lambda: floor or self.lenient_floor(since))[0]
 
     def verdict_now(self, verdict: dict, when: str) -> None:
         """A budget verdict reached during training: a failure stops the run at once."""

@@ -94,7 +94,4 @@ class Meter:
         judge = lambda floor: budget.window_check(  # noqa: E731
             name, f"{self.who}, {self.label.replace('_', ' ')}", reading - self.start, self.work, step, token,
             self.rate, self.spec, FIX[self.label], floor)
-        check, floor = judge(None), None
-        if not check["passed"] and (floor := self.floor(self.since)) is not None:
-            check = judge(floor)
-        return check, floor
+        return budget.strict_then_lenient(judge, lambda: self.floor(self.since))
