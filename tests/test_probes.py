@@ -53,3 +53,42 @@ def test_probe_copies_do_not_sit_where_their_originals_sit():
             plan = hidden_plan(val_x, batch, causal, 1, 16, 100, 42, np.random.default_rng(seed))
             aligned = _aligned(plan.runs, plan.row_window)
             assert aligned == 0 if n_windows < 100 else aligned <= 0.03 * len(plan.row_window), (n_windows, seed)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_single_nan_or_infinity_anywhere_in_the_logits_is_seen(threads):
+    """all_finite (the judge's check on every probe forward's logits) reads min and max only: a NaN
+    must reach them from any place, in every logit dtype and with the judge's threads."""
+    import torch
+
+    from benchmark.judge.probes import all_finite
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            for n in (1, 31, 4099, 3 * 49152 + 5):
+                for place in (0, n // 3, n - 1):
+                    for bad in (float("nan"), float("inf"), -float("inf")):
+                        values = torch.randn(n).to(dtype)
+                        assert all_finite(values)
+                        values[place] = bad
+                        assert not all_finite(values.view(1, -1)), (dtype, n, place, bad)
+        assert all_finite(torch.empty(0, 128, 49152))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_largest_change_per_position_is_the_plain_formula_exactly():
+    import torch
+
+    from benchmark.judge.probes import largest_changes
+
+    generator = torch.Generator().manual_seed(0)
+    ref = torch.randn(3, 5, 1000, generator=generator)
+    alt = ref + 1e-6 * torch.randn(3, 5, 1000, generator=generator)
+    alt[1, 2, 7] = float("nan")
+    expected = (ref - alt).abs().amax(-1)
+    torch.testing.assert_close(largest_changes(ref, alt), expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(largest_changes(ref, alt)[1, 2])
+    assert largest_changes(ref[:0], alt[:0]).shape == (0, 5)

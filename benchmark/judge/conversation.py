@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import probes
 from .beats import BeatFlood
 from .launch import WorkerGone, WorkerProcess, read_paths
 from .scoring import Exchange
@@ -112,7 +113,7 @@ class WorkerConversation:
             logits = exchange.logits(message, len(x))
         except ValueError as exc:
             raise EvalFailure(self.stage, "bad_output_shape", str(exc)) from exc
-        if self.stage != "validate" and not bool(torch.isfinite(logits).all()):
+        if self.stage != "validate" and not probes.all_finite(logits):
             raise EvalFailure(self.stage, "non_finite_logits", "the model produced NaN/Inf logits")
         return logits
 

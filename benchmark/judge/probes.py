@@ -117,6 +117,29 @@ def band_mask(cuts: np.ndarray, seq_len: int) -> torch.Tensor:
     return torch.as_tensor((t <= cuts[:, None]) & (t > cuts[:, None] - GAIN_BAND))
 
 
+def largest_changes(ref: torch.Tensor, alt: torch.Tensor) -> torch.Tensor:
+    """(n, T): the largest |ref - alt| over the last dimension of two (n, T, C) tensors, one row at
+    a time through one reused buffer (a fresh (n, T, C) difference costs its page faults: 244
+    against 52 ms for 8 windows of 49,152 columns on the 2-core EPYC, one thread)."""
+    out = torch.empty(ref.shape[:-1], dtype=torch.promote_types(ref.dtype, alt.dtype))
+    if ref.numel() == 0:
+        return out
+    buf = torch.empty(ref.shape[1:], dtype=out.dtype)
+    for i in range(ref.shape[0]):
+        torch.amax(torch.sub(ref[i], alt[i], out=buf).abs_(), -1, out=out[i])
+    return out
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """No NaN or infinity in `values`: its minimum and maximum (NaN propagates into both) are
+    finite. One read and no allocation: torch.isfinite(x).all() took 285 ms on 8 windows of fp32
+    logits (its boolean copy's page faults), this 9 ms (the 2-core EPYC, one thread)."""
+    if values.numel() == 0:
+        return True
+    low, high = torch.aminmax(values)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
 def row_stats(ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor,
               gain_mask: Optional[torch.Tensor] = None, targets: Optional[torch.Tensor] = None) -> tuple:
     """Per row of ref/alt (n, T, C) log-probabilities: the largest change over `mask` (n, T) (-inf
@@ -124,7 +147,7 @@ def row_stats(ref: torch.Tensor, alt: torch.Tensor, mask: torch.Tensor,
     to it, each row's mean gain of the true next token and whether it has any: (worst (n,),
     [(mean (n,), has (n,))] or []). `targets` (n, T) index each position's true next token in the
     last dimension (the last column when None)."""
-    diff = (ref - alt).abs().amax(-1)  # (n, T)
+    diff = largest_changes(ref, alt)  # (n, T)
     worst = diff.masked_fill(~mask, -math.inf).amax(1)  # (n,)
     gains_by_mask = []
     if gain_mask is not None:
