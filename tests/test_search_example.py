@@ -13,7 +13,7 @@ import yaml
 
 from benchmark.judge.static_checks import check_source
 
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import REPO, TINY_OVERRIDES  # noqa: E402
 sys.path.insert(0, str(REPO / "examples" / "search"))
 from scripted_llm import EDITS, MARKER, Script, current_program  # noqa: E402
 
@@ -59,8 +59,10 @@ def test_example_search_end_to_end(tmp_path):
     """Both frameworks, two LLM proposals each (the learning-rate edit, then the cheat), the tiny
     budget, one extra seed in the noise stage."""
     # the noise stage audits the new best's extra seed; at 127 rows (the normal count) that costs
-    # what a normal run does (the audit's power: test_probe_audit.py, test_probe_power.py)
-    env = dict(os.environ, PLASA_OVERRIDES=json.dumps({"audit_causal_rows": 127}))
+    # what a normal run does (the audit's power: test_probe_audit.py, test_probe_power.py), and
+    # the hidden probes are the other tiny runs' (conftest.TINY_OVERRIDES)
+    probe_rows = {k: TINY_OVERRIDES[k] for k in ("val_batch_size", "probe_causal_rows", "probe_repeat_rows")}
+    env = dict(os.environ, PLASA_OVERRIDES=json.dumps(dict(probe_rows, audit_causal_rows=127)))
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "search" / "run.py"), "--iterations", "2",
                            "--steps", "3", "--val-tokens", "4096", "--extra-seeds", "1", "--out", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)

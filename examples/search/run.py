@@ -8,7 +8,8 @@ Each framework runs as its users run it (`openevolve-run` with configs/openevolv
 evaluator_args run the cascade with its noise stage, plus the budget, a search id and
 attention_density as a MAP-Elites axis in the same evaluator_args; `shinka_run` on the shinka_task/ task
 folder with shinka_task/shinka.yaml and `--stage 3`, the budget in PLASA_OVERRIDES and the search id in
-PLASA_SEARCH_ID), with only the LLM endpoint, the sizes of the search and the budget changed. Both
+PLASA_SEARCH_ID), with only the LLM endpoint, the sizes of the search and the budget changed (spec
+fields in a PLASA_OVERRIDES you set reach both searches; the flags win over them). Both
 use your results cache (PLASA_CACHE_DIR), so a program the other framework (or an earlier run)
 evaluated is answered from it; each run has its own search id, so the noise stage compares with the
 best of that run only. At a 20-step budget a higher learning rate wins: the example shows the machinery, it is not
@@ -35,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 from scripted_llm import EDITS, MARKER, ScriptedLLM  # noqa: E402
+
+from benchmark.search.integration import env_overrides  # noqa: E402
 
 CHEATS = {e.name for e in EDITS if e.cheat}
 
@@ -155,7 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/example-search", help="output folder (runs, path.json)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
-    budget = {"steps": args.steps, "val_tokens": args.val_tokens, "stage3_extra_seeds": args.extra_seeds}
+    budget = dict(env_overrides(), steps=args.steps, val_tokens=args.val_tokens,
+                  stage3_extra_seeds=args.extra_seeds)
     env = {k: v for k, v in os.environ.items() if k not in ("PLASA_OVERRIDES", "PLASA_SEARCH_ID", "PLASA_FEATURES")}
     frameworks = ("openevolve", "shinka") if args.framework == "both" else (args.framework,)
     path = {}
