@@ -6,6 +6,7 @@ and runs on a local Ray."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import torch
 from benchmark.analysis import stats
 from benchmark.experiments import analysis, gdn, models, studies
 from benchmark.spec import SPEC
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_OVERRIDES
 
 SHAPES = [(2, 2, 37, 8, 6, 16), (1, 3, 64, 16, 16, 64), (2, 1, 100, 4, 8, 32), (1, 2, 5, 8, 8, 64)]
 
@@ -103,7 +104,10 @@ def test_warmup_model_trains_only_the_indexer_then_goes_sparse():
 def _experiment(*args, timeout=600):
     # SIGINT back to its default: a shell's background job inherits it ignored, and Python then
     # never raises KeyboardInterrupt, so the interruption below would not interrupt
-    return subprocess.Popen([sys.executable, "-m", "benchmark", "experiment", *args], cwd=REPO,
+    # the hidden probes of the other tiny runs (conftest.TINY_OVERRIDES), through PLASA_OVERRIDES
+    probes = {k: TINY_OVERRIDES[k] for k in ("probe_causal_rows", "probe_repeat_rows")}
+    env = dict(os.environ, PLASA_OVERRIDES=json.dumps(probes))
+    return subprocess.Popen([sys.executable, "-m", "benchmark", "experiment", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -236,3 +240,24 @@ def test_time_limit_grows_with_a_runs_work_and_the_workers_sharing_the_machine()
     assert time_limit(dict(rows["uniform_sparse@1024"].overrides), 1) == 32 * SPEC.time_limit_s
     assert time_limit(dict(rows["uniform_sparse@1024"].overrides), 2) == 64 * SPEC.time_limit_s
     assert time_limit({"steps": 10}, 1) == SPEC.time_limit_s  # never below the evaluator's own limit
+
+
+def test_plasa_overrides_reach_every_run_only_where_they_leave_the_score_alone(tmp_path, monkeypatch):
+    """Probe sizes from PLASA_OVERRIDES reach every planned run, under the row's own fields; a
+    field that defines the runs (the budget, the model, the data) is refused with the flag to use."""
+    from benchmark.experiments import runner
+
+    monkeypatch.setenv("PLASA_OVERRIDES", json.dumps({"probe_causal_rows": 31, "val_batch_size": 3}))
+    extra = runner.extra_overrides()
+    study = studies.get("schedules")
+    row = next(r for r in study.rows if r.name == "progressive_sparse@64")
+    tasks = runner.plan(study, tmp_path, [row], 1, 2, extra=extra)
+    assert tasks and all(t["overrides"]["probe_causal_rows"] == 31 for t in tasks)
+    assert all(t["overrides"]["val_batch_size"] == row.overrides["val_batch_size"] for t in tasks)  # the row wins
+    for defining in ({"steps": 5}, {"hidden_size": 64}):
+        monkeypatch.setenv("PLASA_OVERRIDES", json.dumps(defining))
+        with pytest.raises(ValueError, match="use the flags"):
+            runner.extra_overrides()
+    monkeypatch.setenv("PLASA_OVERRIDES", json.dumps({"probe_rows": 3}))
+    with pytest.raises(ValueError, match="unknown spec field"):
+        runner.extra_overrides()

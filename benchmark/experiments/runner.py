@@ -8,6 +8,8 @@ definition by the current evaluator is kept (results.current), so an interrupted
 where it stopped; one of an older study or spec version is run again and replaced. Runs go to a
 local pool of `workers` evaluations (each with cores / workers torch threads) or to a Ray cluster.
 The report (summary.md, PNGs) is rewritten at the end; --report-only rewrites it and runs nothing.
+PLASA_OVERRIDES (JSON of spec fields) reaches every run where it leaves the score alone (probe
+sizes, limits: extra_overrides); the fields that define a run come from the study and the flags.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Optional
 
 from ..fsutil import atomic_write
 from ..judge.runner import CANCEL, REPO_ROOT, evaluate_file
-from ..spec import SPEC
+from ..spec import OFFICIAL_FIELDS, SPEC
 from . import report, results, studies
 from .models import candidate_source
 
@@ -39,9 +41,10 @@ def write_candidate(out: Path, study: studies.Study, row: studies.Row, budget: i
 
 
 def plan(study: studies.Study, folder: Path, rows: list, seeds: int, budget: int,
-         val_tokens: Optional[int] = None) -> list:
+         val_tokens: Optional[int] = None, extra: Optional[dict] = None) -> list:
     """The runs still to do, as tasks (without the executor's fields): every seed of every row
-    whose file is not a current result. Writes the rows' candidate files."""
+    whose file is not a current result. Writes the rows' candidate files. `extra`: spec fields for
+    every run (see :func:`extra_overrides`), under the row's own and the run's."""
     tasks = []
     for row in rows:
         candidate = write_candidate(folder, study, row, budget)
@@ -50,12 +53,28 @@ def plan(study: studies.Study, folder: Path, rows: list, seeds: int, budget: int
             path = results.run_path(folder, row.name, seed)
             if results.current(results.read(path), study, row):
                 continue
-            overrides = dict(row.overrides, experiment=True, seed=seed, steps=steps)
+            overrides = dict(extra or {}, **row.overrides, experiment=True, seed=seed, steps=steps)
             if val_tokens:
                 overrides["val_tokens"] = val_tokens
             tasks.append({"row": row.name, "seed": seed, "path": str(path), "candidate": str(candidate),
                           "overrides": overrides})
     return tasks
+
+
+def extra_overrides() -> dict:
+    """The spec fields of PLASA_OVERRIDES (as for the search integration) that leave a run's score
+    alone: probe sizes, limits. The fields that define the runs (spec.OFFICIAL_FIELDS: budget,
+    model, data) come from the study and the flags only, so every run of a study stays comparable;
+    one given here is a ValueError naming the flag to use."""
+    from ..search.integration import env_overrides
+
+    extra = env_overrides()
+    defining = sorted(set(extra) & set(OFFICIAL_FIELDS))
+    if defining:
+        raise ValueError(f"PLASA_OVERRIDES sets {', '.join(defining)}, which define a study's runs: "
+                         "use the flags (--steps, --val-tokens, --seeds) or a study row instead")
+    SPEC.replace(**extra)  # unknown fields and wrong types fail here, before any run
+    return extra
 
 
 def time_limit(overrides: dict, workers: int) -> float:
@@ -117,7 +136,7 @@ def run_study(name: str, *, seeds: int = studies.CLAIM_SEEDS, steps: Optional[in
     if rows is not None and len(chosen) != len(rows):
         raise ValueError(f"unknown rows {sorted(set(rows) - {r.name for r in study.rows})} in study {name}")
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    tasks = plan(study, folder, chosen, seeds, steps or SPEC.steps, val_tokens)
+    tasks = plan(study, folder, chosen, seeds, steps or SPEC.steps, val_tokens, extra_overrides())
     for task in tasks:
         task.update(threads=threads, device=device,
                     time_limit_s=time_limit(task["overrides"], workers if executor == "local" else 1))
@@ -165,5 +184,8 @@ def main(argv: list) -> int:
         print("interrupted: finished runs are kept; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except ValueError as exc:  # a bad row name or PLASA_OVERRIDES: nothing was run
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(summary.read_text())
     return 0
