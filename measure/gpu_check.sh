@@ -25,8 +25,8 @@
 # warm machine it should end well inside that (the leak and the hang take well under a minute).
 #
 # --dry-run: the same four runs on the CPU (--device cpu --precision fp32) at a tiny budget (3
-# steps, 4096 validation tokens) and generous limits, all four at once with OMP_NUM_THREADS=1 (a
-# rehearsal for the script itself; tests/test_gpu_check.py runs it: about 2.5 minutes on 2 cores).
+# steps, 4096 validation tokens, scaled-down probes) and generous limits, all four at once with
+# OMP_NUM_THREADS=1 (a rehearsal for the script itself; tests/test_gpu_check.py runs it).
 # The GPU runs use the default precision, auto: bf16 on an H100/H200.
 #
 # Run it on the device machine (the data is not in the repository; it needs PyTorch with CUDA,
@@ -127,6 +127,9 @@ mkdir -p "$WORK/runs" "$WORK/cache" "$LOG_DIR"
 export PLASA_DATA_DIR="$DATA_DIR" PLASA_TOKENIZER_DIR="$DATA_DIR" HF_HUB_OFFLINE=1
 export PLASA_CACHE_DIR="$WORK/cache"
 unset PLASA_DEVICE PLASA_OVERRIDES PLASA_RAY_ADDRESS PLASA_FEATURES 2>/dev/null
+# the dry run rehearses the script, not the probes' power: its hidden and direct probes are scaled
+# down as the tests' tiny runs' are (tests/conftest.py TINY_PROBES)
+[ "$DRY_RUN" = 1 ] && export PLASA_OVERRIDES='{"probe_causal_rows": 31, "probe_repeat_rows": 1, "probe_windows": 2}'
 STARTED=$(date +%s.%N)
 
 say() { echo "[gpu_check] $*" >&2; }

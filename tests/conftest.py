@@ -32,6 +32,9 @@ TINY = ["--steps", "3", "--val-tokens", "4096", "--quiet"]
 # training; 2 windows took a tiny evaluation of the reference from 18.4-19.3 s to 16 s).
 TINY_OVERRIDES = {"steps": 3, "val_tokens": 4096, "val_batch_size": 16, "probe_causal_rows": 31,
                   "probe_repeat_rows": 1, "probe_windows": 2}
+# The probes scaled down for runs through the command line (no flag sets them): run_cli passes them
+# in PLASA_OVERRIDES unless a test sets that itself. One validation batch of 32, as TINY says.
+TINY_PROBES = {k: TINY_OVERRIDES[k] for k in ("probe_causal_rows", "probe_repeat_rows", "probe_windows")}
 
 
 # Commands only a test marked `evaluation` may start (a worker, the evaluator CLI, a search).
@@ -98,10 +101,19 @@ def data_env(tmp_path_factory):
             os.environ[key] = value
 
 
+def tiny_probe_env() -> dict:
+    """The environment of an evaluator command a test starts: TINY_PROBES in PLASA_OVERRIDES, unless
+    the test set PLASA_OVERRIDES itself."""
+    env = dict(os.environ)
+    env.setdefault("PLASA_OVERRIDES", json.dumps(TINY_PROBES))
+    return env
+
+
 def run_cli(*args: str, timeout: float = 300) -> tuple:
-    """Runs `python evaluator.py ARGS`; returns (exit code, parsed stdout JSON, stderr)."""
+    """Runs `python evaluator.py ARGS` (tiny_probe_env); returns (exit code, parsed stdout JSON,
+    stderr)."""
     proc = subprocess.run([sys.executable, str(REPO / "evaluator.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+                          text=True, timeout=timeout, cwd=REPO, env=tiny_probe_env())
     try:
         result = json.loads(proc.stdout)
     except ValueError:

@@ -39,7 +39,9 @@ def test_tiny_run_prints_a_complete_result(honest_tiny_result):
 
 @pytest.mark.evaluation
 def test_same_candidate_and_seed_give_the_same_score(honest_tiny_result):
-    code, again, _ = run_cli(REFERENCE, *TINY, "--no-cache")
+    # at the first run's precision: "auto" chose it from the machine's profile, which a busy
+    # machine (the other test worker) can send to the safe default, fp32 (benchmark/judge/tuning.py)
+    code, again, _ = run_cli(REFERENCE, *TINY, "--no-cache", "--precision", honest_tiny_result["precision"])
     assert code == 0
     assert again["val_loss"] == honest_tiny_result["val_loss"]
     assert again["combined_score"] == honest_tiny_result["combined_score"]

@@ -18,7 +18,7 @@ import torch
 from benchmark.analysis import stats
 from benchmark.experiments import analysis, gdn, models, studies
 from benchmark.spec import SPEC
-from tests.conftest import REPO, TINY_OVERRIDES
+from tests.conftest import REPO, TINY_PROBES
 
 SHAPES = [(2, 2, 37, 8, 6, 16), (1, 3, 64, 16, 16, 64), (2, 1, 100, 4, 8, 32), (1, 2, 5, 8, 8, 64)]
 
@@ -104,9 +104,8 @@ def test_warmup_model_trains_only_the_indexer_then_goes_sparse():
 def _experiment(*args, timeout=600):
     # SIGINT back to its default: a shell's background job inherits it ignored, and Python then
     # never raises KeyboardInterrupt, so the interruption below would not interrupt
-    # the hidden probes of the other tiny runs (conftest.TINY_OVERRIDES), through PLASA_OVERRIDES
-    probes = {k: TINY_OVERRIDES[k] for k in ("probe_causal_rows", "probe_repeat_rows")}
-    env = dict(os.environ, PLASA_OVERRIDES=json.dumps(probes))
+    # the probes of the other tiny runs (conftest.TINY_PROBES), through PLASA_OVERRIDES
+    env = dict(os.environ, PLASA_OVERRIDES=json.dumps(TINY_PROBES))
     return subprocess.Popen([sys.executable, "-m", "benchmark", "experiment", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

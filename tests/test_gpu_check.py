@@ -1,5 +1,5 @@
 """measure/gpu_check.sh, run as a user runs it: the dry run on the CPU (the same four runs at a
-tiny budget, all at once: about 3 minutes on 2 cores), and its argument checks."""
+tiny budget and scaled-down probes, all at once), and its argument checks."""
 
 from __future__ import annotations
 

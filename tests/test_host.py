@@ -16,7 +16,7 @@ import pytest
 
 from benchmark import host
 from benchmark.judge import launch
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, tiny_probe_env
 
 TREE = """
 import os, sys, time
@@ -116,7 +116,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def test_a_tiny_evaluation_on_a_host_without_proc_landlock_namespaces_or_cgroups(tmp_path):
     wrapper = tmp_path / "no_proc.py"
     wrapper.write_text(NO_PROC_CLI)
-    env = dict(os.environ, **{host.SWITCH: "landlock,namespaces,cgroup"})
+    env = dict(tiny_probe_env(), **{host.SWITCH: "landlock,namespaces,cgroup"})
     out = subprocess.run([sys.executable, str(wrapper), str(REPO / "evaluator.py"), str(REPO / "initial_program.py"),
                           *TINY, "--no-cache"], env=env, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -11,14 +11,14 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_PROBES, tiny_probe_env
 
 pytestmark = pytest.mark.evaluation
 
 openevolve = pytest.importorskip("openevolve")
 yaml = pytest.importorskip("yaml")
 
-TINY_OVERRIDES = json.dumps({"steps": 3, "val_tokens": 4096, "stage3_extra_seeds": 1})
+TINY_OVERRIDES = json.dumps(dict(TINY_PROBES, steps=3, val_tokens=4096, stage3_extra_seeds=1))
 BROKEN = "def build_model(config):\n    return None\n"
 
 
@@ -89,7 +89,7 @@ def test_shinka_task_folder(tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, str(shim), "--program_path", str(REPO / "shinka_task" / "initial.py"),
                            "--results_dir", str(out), "--steps", "3", "--val-tokens", "4096", "--quiet"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=tiny_probe_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "correct.json").read_text()) == {"correct": True, "error": None}
     metrics = json.loads((out / "metrics.json").read_text())

@@ -8,12 +8,11 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import DATA_DIR, REPO, TOKENIZER_DIR
+from tests.conftest import DATA_DIR, REPO, TOKENIZER_DIR, tiny_probe_env
 
 import pytest
 pytestmark = [pytest.mark.evaluation, pytest.mark.slow]
@@ -49,7 +48,7 @@ def test_the_evaluator_runs_with_only_its_runtime_packages(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
     python = str(bare / "bin" / "python")
     site = _site(tmp_path / "site")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env = {k: v for k, v in tiny_probe_env().items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PYTHONPATH=str(site), PLASA_DATA_DIR=str(DATA_DIR), PLASA_TOKENIZER_DIR=str(TOKENIZER_DIR))
     for absent in ("datasets", "openevolve", "matplotlib", "pytest"):
         probe = subprocess.run([python, "-c", f"import {absent}"], env=env, capture_output=True, text=True)

@@ -99,14 +99,15 @@ def _fires(path, val_tokens: int) -> int:
 
 @pytest.mark.slow
 @pytest.mark.evaluation
-@pytest.mark.parametrize("density,overrides", [(0.003, {}), (0.01, {"val_tokens": 8192})],
+@pytest.mark.parametrize("density,overrides", [(0.003, {}), (0.01, {"val_tokens": 8192, "audit_causal_rows": 600})],
                          ids=["0.3%-tiny", "1%-four-processes"])
 def test_the_audit_catches_sparse_next_token_leaks(tmp_path, density, overrides):
     """The reference with a next-token leak at a hash-chosen fraction of positions (eval mode, in
     validation-sized batches only: no direct probe sees it), at the tiny budget. The normal 31
     hidden rows test 0.8% of the tiny run's 4064 positions and miss this leak (at 9 of them) 93% of
     the time; the audit's 3000 rows test 74% of them. With 8192 validation tokens (4 full batches)
-    the audit's rows go to 4 scoring processes."""
+    the audit's rows go to 4 scoring processes; there 600 audit rows (still 4 processes) miss a 1%
+    leak with probability 0.99^600 = 0.24%, and the test takes a fifth of the time."""
     from tests.adversarial.cheats import source, sparse_leak
     from tests.conftest import TINY_OVERRIDES, evaluate_tiny
 
@@ -119,4 +120,5 @@ def test_the_audit_catches_sparse_next_token_leaks(tmp_path, density, overrides)
     result = evaluate_tiny(path, overrides=dict(overrides, audit=True, time_limit_s=7200.0))
     assert not result["valid"] and result["error_type"] == "probe", (result.get("error_type"), result.get("error"))
     assert "future leak" in result["error"]
-    assert result["audit"] is True and result["probe_power"]["positions_tested"] >= 2990, result.get("probe_power")
+    rows = overrides.get("audit_causal_rows", SPEC.audit_causal_rows)
+    assert result["audit"] is True and result["probe_power"]["positions_tested"] >= rows - 10, result.get("probe_power")

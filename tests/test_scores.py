@@ -9,7 +9,7 @@ import math
 import pytest
 
 from benchmark.analysis import compare, stats
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import REPO, TINY, TINY_PROBES, run_cli
 
 REFERENCE = str(REPO / "initial_program.py")
 
@@ -35,7 +35,7 @@ def test_identical_candidate_is_answered_from_the_results_cache(tmp_path):
     assert "cached" not in first and second["cached"] is True
     assert second["combined_score"] == first["combined_score"]
     assert second["timings"]["wall_s"] == first["timings"]["wall_s"]  # not re-run
-    code3, third, _ = run_cli(str(out), *TINY, "--no-cache")
+    code3, third, _ = run_cli(str(out), *TINY, "--no-cache", "--precision", first["precision"])  # as test_cli
     assert code3 == 0 and "cached" not in third and third["val_loss"] == first["val_loss"]
     # ShinkaEvolve writes programs without their last newline: the same program, from the cache,
     # reported with its own sha256
@@ -51,7 +51,7 @@ def test_identical_candidate_is_answered_from_the_results_cache(tmp_path):
 def test_two_seeds_report_mean_std_ci(tmp_path, monkeypatch):
     # the first seed is audited; at 127 rows (the normal count) the audit costs what a normal run
     # does here: its power is tested in test_probe_audit.py and test_probe_power.py
-    monkeypatch.setenv("PLASA_OVERRIDES", json.dumps({"audit_causal_rows": 127}))
+    monkeypatch.setenv("PLASA_OVERRIDES", json.dumps(dict(TINY_PROBES, audit_causal_rows=127)))
     code, r, _ = run_cli(REFERENCE, *TINY, "--seeds", "2", "--output", str(tmp_path / "two.json"))
     assert r["seeds"][0]["audit"] is True
     assert code == 0 and r["n_seeds"] == 2

@@ -61,7 +61,8 @@ def test_example_search_end_to_end(tmp_path):
     # the noise stage audits the new best's extra seed; at 127 rows (the normal count) that costs
     # what a normal run does (the audit's power: test_probe_audit.py, test_probe_power.py), and
     # the hidden probes are the other tiny runs' (conftest.TINY_OVERRIDES)
-    probe_rows = {k: TINY_OVERRIDES[k] for k in ("val_batch_size", "probe_causal_rows", "probe_repeat_rows")}
+    probe_rows = {k: TINY_OVERRIDES[k] for k in ("val_batch_size", "probe_causal_rows", "probe_repeat_rows",
+                                                 "probe_windows")}
     env = dict(os.environ, PLASA_OVERRIDES=json.dumps(dict(probe_rows, audit_causal_rows=127)))
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "search" / "run.py"), "--iterations", "2",
                            "--steps", "3", "--val-tokens", "4096", "--extra-seeds", "1", "--out", str(tmp_path)],
