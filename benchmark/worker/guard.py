@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from ..result import EvalFailure, check
 
 
-
 def _settle_torch() -> None:
     """Let torch finish patching itself before we capture: importing dynamo wraps
     torch.manual_seed, and the first optimizer of a class wraps that class's step."""
@@ -34,12 +33,18 @@ def _settle_torch() -> None:
         opt.step()
 
 
-_settle_torch()
+def _wrap_manual_seed() -> None:
+    """What importing dynamo does to torch.manual_seed (torch/_dynamo/__init__.py), done without
+    importing it (a second of CPU): a later import then leaves it as it is."""
+    if torch.manual_seed is torch.random.manual_seed:
+        torch.manual_seed = torch._disable_dynamo(torch.manual_seed)
+        torch.jit._builtins._register_builtin(torch.manual_seed, "aten::manual_seed")
+
 
 cross_entropy = F.cross_entropy
 log_softmax = F.log_softmax
 clip_grad_norm_ = torch.nn.utils.clip_grad_norm_
-manual_seed = torch.manual_seed
+manual_seed = torch.random.manual_seed  # the function torch.manual_seed is or wraps
 fork_rng = torch.random.fork_rng
 set_grad_enabled = torch.set_grad_enabled
 autocast = torch.autocast
@@ -61,20 +66,45 @@ _WATCHED = (
     (torch, "set_grad_enabled"), (time, "perf_counter"), (time, "time"),
     (np.random, "seed"), (np.random, "default_rng"), (random, "seed"),
 )
-_ORIGINAL = {f"{getattr(owner, '__name__', owner)}.{name}": getattr(owner, name)
-             for owner, name in _WATCHED}
+# Only the training worker steps an optimizer: a scoring worker does not watch them (a model
+# that builds its own optimizer there wraps their step, as the first optimizer of a class does).
+_TRAINING_ONLY = ((torch.optim.Optimizer, "zero_grad"), (torch.optim.AdamW, "step"),
+                  (torch.optim.lr_scheduler.LambdaLR, "step"))
+_ORIGINAL: list = []  # (owner, name, label, the object), recorded by arm()
+
+
+def arm(role: str, source: bytes) -> bool:
+    """Records the watched objects, once per process, before any candidate code runs. The
+    training worker first lets torch patch itself (imports dynamo, builds an optimizer: a second of
+    CPU), a scoring worker whose candidate names "compile" imports dynamo, and any other scoring
+    worker only wraps torch.manual_seed as dynamo would. Returns whether dynamo was imported. (A
+    model that reaches torch.compile under another name imports dynamo later, in its own time,
+    which changes nothing watched: manual_seed is wrapped already.)"""
+    if _ORIGINAL:
+        raise RuntimeError("the guard is armed once per process")
+    compiles = role == "train" or b"compile" in source
+    if role == "train":
+        _settle_torch()
+    elif compiles:
+        import torch._dynamo  # noqa: F401
+    _wrap_manual_seed()
+    watched = [w for w in _WATCHED if role == "train" or w not in _TRAINING_ONLY]
+    _ORIGINAL.extend((owner, name, f"{getattr(owner, '__name__', owner)}.{name}", getattr(owner, name))
+                     for owner, name in watched)
+    return compiles
 
 
 def verify(stage: str) -> dict:
     """A passed check, or EvalFailure('tamper') naming every replaced function."""
-    changed = [label for (owner, name), (label, original) in zip(_WATCHED, _ORIGINAL.items())
-               if getattr(owner, name, None) is not original]
+    if not _ORIGINAL:
+        raise RuntimeError("the guard verifies only once armed")
+    changed = [label for owner, name, label, original in _ORIGINAL if getattr(owner, name, None) is not original]
     if changed:
         raise EvalFailure(stage, "tamper",
                           f"the candidate replaced evaluator functions after {stage}: "
                           + ", ".join(changed),
                           checks=[check(f"tamper:{stage}", False, ", ".join(changed))])
-    return check(f"tamper:{stage}", True, f"{len(_WATCHED)} functions unchanged")
+    return check(f"tamper:{stage}", True, f"{len(_ORIGINAL)} functions unchanged")
 
 
 def seed_everything(seed: int) -> None:

@@ -8,6 +8,8 @@ hand over tensors through files in their private folder; the judge computes ever
 from __future__ import annotations
 
 import ctypes
+import importlib.abc
+import importlib.util
 import logging
 import mmap
 import os
@@ -150,6 +152,36 @@ def eager_from_now() -> None:
     torch.compiler.set_stance("force_eager")
 
 
+class _EagerOnImport(importlib.abc.MetaPathFinder):
+    """Calls eager_from_now() the moment torch._dynamo has finished importing, for a scoring worker
+    that did not import it (guard.arm): a model that reaches torch.compile under another name, even
+    inside its first forward, then compiles nothing there, as before."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "torch._dynamo":
+            return None
+        sys.meta_path.remove(self)  # once, and find_spec below must not find us again
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module) -> None:
+            run(module)
+            eager_from_now()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def eager_once_imported() -> None:
+    """eager_from_now() now if torch._dynamo is imported, else as soon as it is."""
+    if "torch._dynamo" in sys.modules:
+        eager_from_now()
+    elif not any(isinstance(finder, _EagerOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _EagerOnImport())
+
+
 class Worker:
     trained = False  # the training loop has run: the next save hands over the scored state
 
@@ -199,6 +231,7 @@ class Worker:
 
     def setup(self) -> None:
         request = self.request
+        guard.arm(request.role, Path(request.candidate).read_bytes())
         if request.threads:
             torch.set_num_threads(request.threads)
         tune_allocator(request.max_rows * self.spec.seq_len * self.spec.vocab_size * 4)
@@ -219,7 +252,7 @@ class Worker:
         spec, request = self.spec, self.request
         self.stage = "load"
         if request.role == "score":
-            eager_from_now()
+            eager_once_imported()
         guard.seed_everything(spec.seed)
         self.module = import_candidate(request.candidate)
         self.stage = "build"
