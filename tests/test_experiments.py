@@ -260,3 +260,27 @@ def test_plasa_overrides_reach_every_run_only_where_they_leave_the_score_alone(t
     monkeypatch.setenv("PLASA_OVERRIDES", json.dumps({"probe_rows": 3}))
     with pytest.raises(ValueError, match="unknown spec field"):
         runner.extra_overrides()
+
+
+def test_a_refused_override_or_row_exits_2_before_any_run(monkeypatch, capsys):
+    """`benchmark experiment` refuses a defining PLASA_OVERRIDES field or an unknown row with exit 2
+    and a message, before anything runs; an error once runs have started is not called a usage
+    error."""
+    from benchmark.experiments import runner
+
+    started = []
+    monkeypatch.setattr(runner, "run_study", lambda *a, **k: started.append(a))
+    monkeypatch.setenv("PLASA_OVERRIDES", json.dumps({"steps": 5}))
+    assert runner.main(["patterns", "--rows", "PPPP"]) == 2
+    assert "use the flags" in capsys.readouterr().err
+    monkeypatch.delenv("PLASA_OVERRIDES")
+    assert runner.main(["patterns", "--rows", "PPPP,NOPE"]) == 2
+    assert "unknown rows ['NOPE']" in capsys.readouterr().err
+    assert started == []
+
+    def fails_while_running(*args, **kwargs):
+        raise ValueError("a bug in a run")
+
+    monkeypatch.setattr(runner, "run_study", fails_while_running)
+    with pytest.raises(ValueError, match="a bug in a run"):
+        runner.main(["patterns", "--rows", "PPPP"])

@@ -83,3 +83,12 @@ def test_example_search_end_to_end(tmp_path):
     evaluator_args = yaml.safe_load(oe_config)["evaluator"]["evaluator_args"]  # the cascade, the budget,
     assert evaluator_args["cascade"] is True and evaluator_args["overrides"]["steps"] == 3  # the axis:
     assert evaluator_args["features"] == ["attention_density"]  # all through OpenEvolve's evaluator_args
+
+
+def test_a_malformed_plasa_overrides_is_a_message_and_exit_2(monkeypatch, capsys):
+    sys.path.insert(0, str(REPO / "examples" / "search"))
+    import run
+
+    monkeypatch.setenv("PLASA_OVERRIDES", "{steps: 3")
+    assert run.main(["--out", "unused"]) == 2
+    assert "PLASA_OVERRIDES is not JSON" in capsys.readouterr().err

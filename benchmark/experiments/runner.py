@@ -175,17 +175,23 @@ def main(argv: list) -> int:
                    help="rewrite summary.md and the figures from the run files; run nothing")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    rows = args.rows.split(",") if args.rows else None
+    try:  # what run_study would refuse, refused before anything runs
+        extra_overrides()
+        unknown = sorted(set(rows or ()) - {r.name for r in studies.get(args.study).rows})
+        if unknown:
+            raise ValueError(f"unknown rows {unknown} in study {args.study}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         summary = run_study(args.study, seeds=args.seeds, steps=args.steps, workers=args.workers,
-                            out=args.out, rows=args.rows.split(",") if args.rows else None,
+                            out=args.out, rows=rows,
                             executor=args.executor, address=args.address, val_tokens=args.val_tokens,
                             device=args.device, report_only=args.report_only)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume",
               file=sys.stderr)
         return 130
-    except ValueError as exc:  # a bad row name or PLASA_OVERRIDES: nothing was run
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     print(summary.read_text())
     return 0

@@ -158,8 +158,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/example-search", help="output folder (runs, path.json)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
-    budget = dict(env_overrides(), steps=args.steps, val_tokens=args.val_tokens,
-                  stage3_extra_seeds=args.extra_seeds)
+    try:
+        budget = dict(env_overrides(), steps=args.steps, val_tokens=args.val_tokens,
+                      stage3_extra_seeds=args.extra_seeds)
+    except ValueError as exc:  # PLASA_OVERRIDES that is not a JSON object
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     env = {k: v for k, v in os.environ.items() if k not in ("PLASA_OVERRIDES", "PLASA_SEARCH_ID", "PLASA_FEATURES")}
     frameworks = ("openevolve", "shinka") if args.framework == "both" else (args.framework,)
     path = {}
