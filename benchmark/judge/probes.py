@@ -67,10 +67,10 @@ def counted_steps(n_steps: int, seed: int, rng: np.random.Generator, early_fract
     """The training steps whose FLOPs are counted, ascending: one early, among steps
     1 .. max(1, early_fraction x n_steps), so a step over the budget stops the run within its first
     percent; and one in each half of the steps after that. None is step 0, all are secret, yet the
-    same for every candidate at one seed and budget on this installation (counting perturbs a
-    step's arithmetic in the last bits: steps drawn anew each time, or per candidate, would break
-    bit-for-bit repeatability and the equality of models that compute the same thing). From the
-    OS randomness where no key can be kept."""
+    same for every candidate at one seed and budget on this installation (so two runs of one
+    candidate are metered alike; a counted step trains as an uncounted one, so the score does not
+    depend on which: benchmark/worker/train.py ExactFlopCounter). From the OS randomness where no
+    key can be kept."""
     if n_steps < 2:
         return [0]
     early = max(1, min(n_steps - 1, int(early_fraction * n_steps)))

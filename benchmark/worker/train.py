@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 
 from . import guard
 from .candidate import LR_HOOK, OPTIMIZER_HOOK, check_aux, check_logits, split_output
@@ -116,10 +116,80 @@ def train_step(model, optimizer, scheduler, window: torch.Tensor, spec, rt: Runt
     return torch.stack([loss.detach(), objective.detach()])
 
 
+# ops FlopCounterMode's dispatch leaves to the tensor's own handling (its size and layout queries)
+_SHAPE_QUERIES = frozenset({"sym_is_contiguous", "is_contiguous", "is_strides_like_format",
+                            "is_non_overlapping_and_dense", "size", "sym_size", "stride", "sym_stride",
+                            "storage_offset", "sym_storage_offset", "numel", "sym_numel", "dim", "layout"})
+
+
+def _decomposes(func) -> bool:
+    key = torch._C.DispatchKey.CompositeImplicitAutograd
+    return key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
+
+
+def _on_meta(value):
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.size(), value.stride(), dtype=value.dtype, device="meta")
+    return value
+
+
+class _ExactMode(_FlopCounterMode):
+    """FlopCounterMode's dispatch, with one change: an op without a FLOP formula but with a
+    decomposition (silu_backward, in the reference's backward) is counted as its decomposition,
+    run on meta copies of its arguments, and the op itself runs. FlopCounterMode runs the
+    decomposition instead, whose arithmetic differs in the last bits (the reference's gradients by
+    4e-8 in fp32, 4e-4 in bf16 autocast), so a counted step trained the model differently, and the
+    score depended on which steps were counted: on the installation's secret key. A decomposition
+    that cannot run on meta tensors (it reads values) runs as FlopCounterMode runs it: no op's
+    FLOPs go uncounted for it."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (isinstance(func, torch._ops.OpOverload) and func not in self.counter.flop_registry
+                and func._overloadpacket.__name__ not in _SHAPE_QUERIES and _decomposes(func)):
+            counts = self.counter.flop_counts["Global"]
+            before = dict(counts)
+            try:
+                meta_args, meta_kwargs = torch.utils._pytree.tree_map(_on_meta, (args, kwargs))
+                with self:
+                    func.decompose(*meta_args, **meta_kwargs)
+            except Exception:  # noqa: BLE001 - a decomposition that needs the values: run it, as
+                counts.clear()  # FlopCounterMode does (counted, in its own arithmetic)
+                counts.update(before)
+                return super().__torch_dispatch__(func, types, args, kwargs)
+            return func(*args, **kwargs)
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+class ExactFlopCounter(FlopCounterMode):
+    """FlopCounterMode's total, counted without changing any result (:class:`_ExactMode`) and
+    without its module tracker (hooks on every module; only the total is needed)."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False)
+
+    def __enter__(self):
+        self.flop_counts.clear()
+        self.mode = _ExactMode(self)
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *args):
+        done = self.mode.__exit__(*args)
+        self.mode = None
+        return done
+
+    def _count_flops(self, func_packet, out, args, kwargs):
+        if func_packet in self.flop_registry:
+            self.flop_counts["Global"][func_packet] += self.flop_registry[func_packet](*args, **kwargs, out_val=out)
+        return out
+
+
 def counted_flops(step: Callable[[], object]) -> tuple:
-    """(step()'s result, the FLOPs it ran) under FlopCounterMode: forward, backward and the
-    optimizer's step, what a training step really does."""
-    with FlopCounterMode(display=False) as counter:
+    """(step()'s result, the FLOPs it ran) under :class:`ExactFlopCounter`: forward, backward and
+    the optimizer's step, what a training step really does, with the same arithmetic as a step
+    nobody counts."""
+    with ExactFlopCounter() as counter:
         out = step()
     return out, int(counter.get_total_flops())
 
