@@ -86,3 +86,37 @@ def test_a_decomposition_that_needs_values_is_counted_as_flop_counter_mode_count
     _, ours = _gradients(model, ids, ExactFlopCounter(), False)
     _, theirs = _gradients(model, ids, FlopCounterMode(display=False), False)
     assert ours == theirs > 0
+
+
+class _Wrapped(torch.Tensor):
+    """A tensor subclass that answers its own device queries (prim::device reaches the counter's
+    dispatch), as a model may hand out (a helper's review found it crashed the counter)."""
+
+    @staticmethod
+    def __new__(cls, inner):
+        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype, device=inner.device,
+                                                   requires_grad=inner.requires_grad, dispatch_device=True)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        if func is torch.ops.prim.device.default:
+            return args[0].inner.device
+        unwrap = lambda t: t.inner if isinstance(t, _Wrapped) else t  # noqa: E731
+        out = func(*torch.utils._pytree.tree_map(unwrap, args), **torch.utils._pytree.tree_map(unwrap, kwargs or {}))
+        return torch.utils._pytree.tree_map(lambda t: _Wrapped(t) if isinstance(t, torch.Tensor) else t, out)
+
+
+def test_a_tensor_subclass_answering_its_device_is_counted_not_a_crash():
+    linear = torch.nn.Linear(16, 64)
+    x = torch.randn(8, 16)
+    counts = []
+    for counter in (ExactFlopCounter(), FlopCounterMode(display=False)):
+        with counter:
+            logits = _Wrapped(linear(x).detach())
+            assert logits.device.type == "cpu"
+            (linear(x) ** 2).mean().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0

@@ -124,7 +124,10 @@ _SHAPE_QUERIES = frozenset({"sym_is_contiguous", "is_contiguous", "is_strides_li
 
 def _decomposes(func) -> bool:
     key = torch._C.DispatchKey.CompositeImplicitAutograd
-    return key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
+    try:
+        return key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
+    except RuntimeError:  # not a dispatcher op (prim::device): FlopCounterMode's own path
+        return False
 
 
 def _on_meta(value):
@@ -146,6 +149,7 @@ class _ExactMode(_FlopCounterMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if (isinstance(func, torch._ops.OpOverload) and func not in self.counter.flop_registry
+                and func is not torch.ops.prim.device.default
                 and func._overloadpacket.__name__ not in _SHAPE_QUERIES and _decomposes(func)):
             counts = self.counter.flop_counts["Global"]
             before = dict(counts)
