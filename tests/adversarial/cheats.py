@@ -218,7 +218,10 @@ CHEATS = {
                 "        if not self.training:\n"
                 "            _HISTORY.append(x.detach().mean().item())\n"
                 "            x = x + 0.1 * sum(_HISTORY[-4:])\n" + FORWARD_END),),
-        append="\n_HISTORY = []\n", stage="probe", checks=("untrained:batch_independence",)),
+        # on an untrained model the shift can stay under the tolerance in the 2 windows of a tiny
+        # run's direct probes (seen once under pytest -n 2): then the same probe after training
+        append="\n_HISTORY = []\n", stage="probe",
+        checks=("untrained:batch_independence", "trained:batch_independence")),
     "closure_state_in_large_batches": Cheat(
         "a closure counter that changes validation-sized batches' outputs over the run",
         edits=((FORWARD_END,
